@@ -1,0 +1,18 @@
+"""The Django app config: registers the system checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class StreamAppConfig(AppConfig):
+    """``stream_app``: server-sent events, channels and LLM streams."""
+
+    name = "stream_app"
+    verbose_name = "Stream"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks
+
+        checks.register()

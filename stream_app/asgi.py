@@ -1,0 +1,117 @@
+"""The ASGI entry point that streams sessions outside Django's per-request thread.
+
+Django runs each request inside asgiref's ``ThreadSensitiveContext``: the sync receivers of
+``request_started`` get a thread of their own, and that thread lives until the response ends.
+For a stream that stays open for hours this is one idle OS thread per client (about 48 KB).
+
+``StreamASGIHandler`` lets Django handle the request exactly as usual (middleware,
+authentication, sessions, the view, ``request_finished``), sends the response headers, and only
+then, once the per-request context has been left and its thread released, streams the session's
+events to the client. The trade-off: ``request_finished`` fires when the stream *starts*, so
+database connections are released then (what a stream wants), and code that runs later in the
+stream should use the async ORM like any other background task.
+
+Use it in ``asgi.py``::
+
+    from stream_app.asgi import get_asgi_application
+    application = get_asgi_application()
+
+With Django's own ``get_asgi_application()`` sessions still work; they just keep the thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import django
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import HttpRequest, HttpResponseBase
+
+from .conf import app_settings
+
+__all__ = ["StreamASGIHandler", "StreamingRequiresASGI", "get_asgi_application", "require_asgi"]
+
+# The hand-off slot of the current request: the handler's send_response puts the session there.
+_handoff: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("stream_app_handoff")
+
+ASGI_REQUIRED = (
+    "Server-sent events need an ASGI server: under WSGI (plain runserver, gunicorn sync workers) "
+    "a stream is collected whole and never sent. Run the project with daphne or uvicorn "
+    "(add 'daphne' to INSTALLED_APPS for runserver)."
+)
+
+
+class StreamingRequiresASGI(ImproperlyConfigured):
+    """A stream was requested from a view served over WSGI."""
+
+
+def require_asgi(request: HttpRequest) -> None:
+    """Raise StreamingRequiresASGI unless ``request`` came through an ASGI handler."""
+    if not isinstance(request, ASGIRequest):
+        raise StreamingRequiresASGI(ASGI_REQUIRED)
+
+
+def _response_headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    # As Django's ASGIHandler.send_response: keep header case, add cookies.
+    headers = [
+        (
+            header.encode("ascii") if isinstance(header, str) else bytes(header),
+            value.encode("latin1") if isinstance(value, str) else bytes(value),
+        )
+        for header, value in response.items()
+    ]
+    headers.extend(
+        (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+        for cookie in response.cookies.values()
+    )
+    return headers
+
+
+class StreamASGIHandler(ASGIHandler):
+    """Django's ASGI handler, streaming sessions after the per-request context has ended."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            from .lifecycle import serve_lifespan
+
+            await serve_lifespan(receive, send)
+            return
+        slot: list[Any] = []
+        token = _handoff.set(slot)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _handoff.reset(token)
+        if slot:
+            await slot[0].run_asgi(send, receive)
+
+    async def send_response(self, response: HttpResponseBase, send: Any) -> None:
+        """Send headers and hand the session over, or send the response as Django does."""
+        from .sessions import SessionResponse
+
+        slot = _handoff.get(None)
+        if (
+            slot is not None
+            and isinstance(response, SessionResponse)
+            and app_settings.HANDOFF
+            and response.session.method != "HEAD"
+            and not response.session.is_closed
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": _response_headers(response),
+                }
+            )
+            slot.append(response.session)
+            return
+        await super().send_response(response, send)
+
+
+def get_asgi_application() -> StreamASGIHandler:
+    """Set Django up and return the streaming ASGI handler (the ``asgi.py`` entry point)."""
+    django.setup(set_prefix=False)
+    return StreamASGIHandler()

@@ -1,0 +1,109 @@
+"""The backend interface and the message every backend carries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Backend", "BackendUnavailable", "History", "Message", "id_key"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot publish now (e.g. Redis is unreachable); nothing was published."""
+
+
+@dataclass(slots=True)
+class Message:
+    """One published event: serialized data text, type, filter, and the id the backend gave it."""
+
+    channel: str
+    data: str
+    event: str | None = None
+    filter: Any = None
+    id: str = ""
+
+    def dumps(self) -> str:
+        """The message as JSON for the wire between processes (without channel and id)."""
+        if callable(self.filter):
+            raise TypeError("a callable filter cannot cross a process")
+        body: dict[str, Any] = {"d": self.data}
+        if self.event is not None:
+            body["e"] = self.event
+        if self.filter is not None:
+            body["f"] = self.filter
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def loads(cls, channel: str, id: str, text: str | bytes) -> Message:
+        """Rebuild a message from ``dumps`` output."""
+        body = json.loads(text)
+        return cls(channel, body["d"], body.get("e"), body.get("f"), id)
+
+
+@dataclass(slots=True)
+class History:
+    """Events after a client's last id: ``messages`` in id order; ``complete`` False when some
+    were no longer retained (the client gets a ``reset`` event)."""
+
+    messages: list[Message]
+    complete: bool
+
+
+def id_key(event_id: str) -> tuple[int, ...] | None:
+    """Order key of a backend id (``<a>-<b>`` with integer parts), None if it is not one."""
+    head, sep, tail = event_id.partition("-")
+    if not sep or not head.isdigit() or not tail.isdigit() or len(event_id) > 64:
+        return None
+    return (int(head), int(tail))
+
+
+class Backend:
+    """Moves messages between processes. Subclasses implement the I/O.
+
+    ``deliver`` (set by the hub) is called in the event loop that holds the sessions, with each
+    message exactly once per process, in id order.
+    """
+
+    #: True where a callable filter can be evaluated (every session lives in this process).
+    local_only = False
+
+    def __init__(self) -> None:
+        self.deliver: Callable[[Message], None] = lambda message: None
+        self.count_local: Callable[[str, Any], int] = lambda channel, filter: 0
+
+    async def publish(self, message: Message) -> str:
+        """Publish, returning the id every recipient sees."""
+        raise NotImplementedError
+
+    def publish_sync(self, message: Message) -> str:
+        """Publish from synchronous code (any thread); returns the id."""
+        raise NotImplementedError
+
+    def subscribe(self, channel: str) -> None:
+        """This process has sessions on ``channel`` now: start receiving it (non-blocking)."""
+
+    def unsubscribe(self, channel: str) -> None:
+        """This process has no session on ``channel`` any more."""
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        """Messages of ``channels`` published after id ``after``, merged in id order."""
+        return History([], False)
+
+    async def count(self, channel: str, filter: Any) -> int:
+        """Sessions on ``channel`` matching ``filter`` across all processes."""
+        return self.count_local(channel, filter)
+
+    def valid_id(self, event_id: str) -> bool:
+        """Whether ``event_id`` has this backend's id form."""
+        return id_key(event_id) is not None
+
+    async def ping(self) -> bool:
+        """Whether the backend can publish now (for health checks)."""
+        return True
+
+    async def aclose(self) -> None:
+        """Stop listening and close connections."""
+        await asyncio.sleep(0)

@@ -1,0 +1,167 @@
+"""An adapter over the project's Django Channels layer (``CHANNEL_LAYERS``).
+
+For projects that already run Channels: broadcasts go out with ``group_send`` to the group
+``stream_app.<channel>``, so the project's own consumers can join that group and receive them as
+``{"type": "stream_app.event", "id", "event", "data"}`` messages.
+
+What it cannot do: replay. A channel layer keeps no history, so a client reconnecting with
+``Last-Event-ID`` gets a ``reset`` event and continues live. Delivery guarantees are the layer's:
+``RedisChannelLayer`` drops messages past its ``capacity`` and forgets groups after
+``group_expiry`` (this backend re-joins its groups every 10 minutes); ``RedisPubSubChannelLayer``
+drops nothing but keeps no history. Callable filters are refused (they would cross processes).
+
+The listener never cancels ``layer.receive()`` (that loses messages): one pump task per process
+reads the process's layer channel for as long as the process lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from ..conf import app_settings
+from .base import Backend, BackendUnavailable, History, Message
+
+__all__ = ["ChannelsBackend", "group_name"]
+
+logger = logging.getLogger("stream_app")
+REJOIN_EVERY = 600.0
+
+
+def group_name(channel: str) -> str:
+    """The Channels group of a stream channel (group names allow letters, digits, ``-_.``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else f"_{ord(c):x}_" for c in channel)
+    return f"stream_app.{safe}"[:99]
+
+
+class ChannelsBackend(Backend):
+    """Publish through ``group_send``; one pump per process feeds the local fan-out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boot = time.time_ns() // 1_000_000
+        self._seq = 0
+        self._wanted: set[str] = set()
+        self._joined: set[str] = set()
+        self._name: str | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def layer(self) -> Any:
+        """The configured channel layer."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer(app_settings.CHANNEL_LAYER)
+        if layer is None:
+            raise BackendUnavailable(
+                f"CHANNEL_LAYERS has no layer {app_settings.CHANNEL_LAYER!r} for stream_app"
+            )
+        return layer
+
+    def _next_id(self) -> str:
+        # Ids only need to be unique and ordered per publisher here: there is no replay.
+        self._seq += 1
+        return f"{self.boot}-{self._seq}"
+
+    def _payload(self, message: Message) -> dict[str, Any]:
+        if callable(message.filter):
+            raise TypeError("a callable filter cannot cross a process")
+        return {
+            "type": "stream_app.event",
+            "channel": message.channel,
+            "id": message.id,
+            "event": message.event,
+            "data": message.data,
+            "filter": message.filter,
+        }
+
+    async def publish(self, message: Message) -> str:
+        """``group_send`` to the channel's group."""
+        message.id = self._next_id()
+        try:
+            await self.layer.group_send(group_name(message.channel), self._payload(message))
+        except OSError as exc:
+            raise BackendUnavailable(f"the channel layer is unreachable: {exc}") from exc
+        return message.id
+
+    def publish_sync(self, message: Message) -> str:
+        """``publish`` from sync code."""
+        message.id = self._next_id()
+        try:
+            async_to_sync(self.layer.group_send)(
+                group_name(message.channel), self._payload(message)
+            )
+        except OSError as exc:
+            raise BackendUnavailable(f"the channel layer is unreachable: {exc}") from exc
+        return message.id
+
+    def subscribe(self, channel: str) -> None:
+        """Join the channel's group (and start the pump)."""
+        self._wanted.add(channel)
+        loop = asyncio.get_running_loop()
+        if self._pump is None or self._pump.done() or self._loop is not loop:
+            self._loop = loop
+            self._joined.clear()
+            self._name = None
+            self._pump = asyncio.ensure_future(self._run())
+        elif self._name is not None:
+            asyncio.ensure_future(self._join(channel))
+
+    def unsubscribe(self, channel: str) -> None:
+        """Leave the channel's group."""
+        self._wanted.discard(channel)
+        if self._name is not None and channel in self._joined:
+            self._joined.discard(channel)
+            asyncio.ensure_future(self.layer.group_discard(group_name(channel), self._name))
+
+    async def _join(self, channel: str) -> None:
+        if self._name is not None and channel in self._wanted:
+            await self.layer.group_add(group_name(channel), self._name)
+            self._joined.add(channel)
+
+    async def _run(self) -> None:
+        layer = self.layer
+        self._name = await layer.new_channel("stream_app.")
+        rejoin = asyncio.ensure_future(self._rejoin())
+        try:
+            while True:
+                try:
+                    data = await layer.receive(self._name)
+                except OSError as exc:
+                    logger.warning("channel layer receive failed (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if data.get("type") == "stream_app.event":
+                    self.deliver(
+                        Message(
+                            data["channel"], data["data"], data.get("event"),
+                            data.get("filter"), data["id"],
+                        )
+                    )
+        finally:
+            rejoin.cancel()
+
+    async def _rejoin(self) -> None:
+        while True:
+            for channel in list(self._wanted):
+                try:
+                    await self._join(channel)
+                except OSError as exc:
+                    logger.warning("could not join the group of %r: %s", channel, exc)
+            await asyncio.sleep(REJOIN_EVERY)
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        """No history: the client gets a ``reset`` event."""
+        return History([], False)
+
+    async def aclose(self) -> None:
+        """Stop the pump."""
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None

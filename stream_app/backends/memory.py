@@ -1,0 +1,104 @@
+"""The embedded backend: one process, history in a bounded ring buffer per channel.
+
+Ids are ``<boot>-<seq>``: ``boot`` is the process start time in milliseconds and ``seq`` counts
+every publish, so ids grow across channels and a client that kept an id from before a restart
+is told (a ``reset`` event) that history was lost.
+
+Publishing from another thread (a sync view under ASGI runs in a worker thread) hands the
+delivery to the event loop that holds the sessions. Publishing from another *process* (a
+management command, Celery) cannot reach these sessions: use the Redis backend for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from ..conf import app_settings
+from .base import Backend, History, Message, id_key
+
+__all__ = ["MemoryBackend"]
+
+
+class _Ring:
+    __slots__ = ("dropped", "entries")
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[Message] = deque(maxlen=size)
+        # Order key of the newest message pushed out of the ring: replay from before it is
+        # incomplete.
+        self.dropped: tuple[int, ...] | None = None
+
+
+class MemoryBackend(Backend):
+    """One process; the embedded default."""
+
+    local_only = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boot = time.time_ns() // 1_000_000
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._rings: dict[str, _Ring] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _record(self, message: Message) -> None:
+        with self._lock:
+            self._seq += 1
+            message.id = f"{self.boot}-{self._seq}"
+            ring = self._rings.get(message.channel)
+            if ring is None:
+                ring = self._rings[message.channel] = _Ring(app_settings.HISTORY_SIZE)
+            if len(ring.entries) == ring.entries.maxlen:
+                ring.dropped = id_key(ring.entries[0].id)
+            ring.entries.append(message)
+
+    async def publish(self, message: Message) -> str:
+        """Record and deliver at once in this loop."""
+        self._record(message)
+        loop = self._loop
+        if loop is None or loop is asyncio.get_running_loop():
+            self.deliver(message)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self.deliver, message)
+        return message.id
+
+    def publish_sync(self, message: Message) -> str:
+        """Record, and deliver in the sessions' loop (at once if this is its thread)."""
+        self._record(message)
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or loop is running:
+            self.deliver(message)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self.deliver, message)
+        return message.id
+
+    def subscribe(self, channel: str) -> None:
+        """Remember the loop that holds the sessions, for deliveries from other threads."""
+        self._loop = asyncio.get_running_loop()
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        """Retained messages after ``after``; incomplete across a restart or past the ring."""
+        key = id_key(after)
+        if key is None:
+            return History([], False)
+        complete = key[0] == self.boot
+        messages: list[Message] = []
+        with self._lock:
+            for channel in channels:
+                ring = self._rings.get(channel)
+                if ring is None:
+                    continue
+                if ring.dropped is not None and ring.dropped > key:
+                    complete = False
+                messages.extend(m for m in ring.entries if (id_key(m.id) or (0, 0)) > key)
+        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
+        return History(messages, complete)

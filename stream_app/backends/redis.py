@@ -1,0 +1,389 @@
+"""The Redis backend: Redis Streams for ids and history, pub/sub to wake one listener per process.
+
+Publishing runs one Lua script, atomically:
+
+1. take the next id from one counter shared by every channel (``<ms>-<seq>`` from Redis' own
+   clock, never smaller than the last one), so ids are ordered across channels and a single
+   ``Last-Event-ID`` can replay several channels;
+2. ``XADD`` the event under that id to the channel's stream, ``MAXLEN ~ HISTORY_SIZE``, and
+   refresh the stream's TTL (``XADD`` does not);
+3. ``PUBLISH`` ``<id> <payload>`` on the channel's pub/sub channel.
+
+Each process runs ONE listener: a pub/sub connection subscribed to the channels its sessions use
+(plus a control channel for cross-worker counts). It delivers each message once, in id order.
+When Redis goes away the listener reconnects with jittered backoff, re-subscribes, and reads the
+streams from the last id it delivered (``XRANGE (id +``), so nothing published meanwhile through
+a live Redis is lost; sessions keep their keep-alives throughout.
+
+The listener speaks RESP over its own socket rather than through redis-py's ``PubSub``: that
+lets it subscribe while another coroutine reads, and own its reconnect and catch-up logic.
+Commands (publish, history, counts) go through redis-py's asyncio client.
+
+Keys (all with a TTL): ``{prefix}:s:{channel}`` stream, ``{prefix}:last`` last id,
+``{prefix}:epoch`` when the current id sequence began, ``{prefix}:reply:{uuid}`` count replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from redis.connection import parse_url
+
+from ..conf import app_settings
+from .base import Backend, BackendUnavailable, History, Message, id_key
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("stream_app")
+
+PUBLISH_SCRIPT = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = 0
+local last = redis.call('GET', KEYS[2])
+if last then
+  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+  lms = tonumber(lms)
+  if ms <= lms then
+    ms = lms
+    seq = tonumber(lseq) + 1
+  end
+else
+  redis.call('SET', KEYS[3], string.format('%d', ms), 'PX', ARGV[3])
+end
+local id = string.format('%d-%d', ms, seq)
+redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'm', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[1])
+return id
+"""
+
+_NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.IncompleteReadError)
+
+
+class _RespError(Exception):
+    pass
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> Any:
+    line = await reader.readuntil(b"\r\n")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [await _read_reply(reader) for _ in range(count)]
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else (await reader.readexactly(size + 2))[:-2]
+    if kind == b":":
+        return int(rest)
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise _RespError(rest.decode(errors="replace"))
+    raise _RespError(f"unexpected reply {line[:40]!r}")
+
+
+def _command(*args: str | bytes) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class RedisBackend(Backend):
+    """Production backend for several workers sharing one Redis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url: str = app_settings.REDIS_URL
+        self.prefix: str = app_settings.KEY_PREFIX
+        self.connected = False
+        self.reconnects = 0
+        self._wanted: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: aredis.Redis | None = None
+        self._sync_client: redis.Redis | None = None
+        self._sync_lock = threading.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._last_key: tuple[int, ...] | None = None
+        self._last_id: str | None = None
+        self._script_sha: str | None = None
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def stream_key(self, channel: str) -> str:
+        """The Redis Stream that holds ``channel``'s history."""
+        return f"{self.prefix}:s:{channel}"
+
+    def live_key(self, channel: str) -> str:
+        """The pub/sub channel that wakes listeners for ``channel``."""
+        return f"{self.prefix}:p:{channel}"
+
+    @property
+    def control_key(self) -> str:
+        """The pub/sub channel for cross-worker requests (counts)."""
+        return f"{self.prefix}:ctl"
+
+    def _keys(self, channel: str) -> list[str]:
+        return [self.stream_key(channel), f"{self.prefix}:last", f"{self.prefix}:epoch"]
+
+    def _args(self, message: Message) -> list[Any]:
+        ttl_ms = int(app_settings.HISTORY_TTL * 1000)
+        return [message.dumps(), app_settings.HISTORY_SIZE, ttl_ms, self.live_key(message.channel)]
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def client(self) -> aredis.Redis:
+        """The asyncio client of the running loop (rebuilt when the loop changes)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._loop = loop
+            self._listener = None
+            self._writer = None
+            self._client = aredis.Redis.from_url(
+                self.url, socket_connect_timeout=1.0, socket_timeout=5.0, decode_responses=True
+            )
+        return self._client
+
+    def sync_client(self) -> redis.Redis:
+        """The synchronous client for publishing from sync code."""
+        with self._sync_lock:
+            if self._sync_client is None:
+                self._sync_client = redis.Redis.from_url(
+                    self.url, socket_connect_timeout=1.0, socket_timeout=5.0,
+                    decode_responses=True,
+                )
+            return self._sync_client
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish(self, message: Message) -> str:
+        """Append to the channel's stream and wake every listener; returns the id."""
+        client = self.client()
+        try:
+            event_id = await client.eval(
+                PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
+            )
+        except _NETWORK_ERRORS as exc:
+            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+        message.id = str(event_id)
+        return message.id
+
+    def publish_sync(self, message: Message) -> str:
+        """``publish`` for sync code, on a blocking client (safe in any thread)."""
+        try:
+            event_id = self.sync_client().eval(
+                PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
+            )
+        except _NETWORK_ERRORS as exc:
+            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+        message.id = str(event_id)
+        return message.id
+
+    # -- listening -----------------------------------------------------------------------------
+
+    def subscribe(self, channel: str) -> None:
+        """Listen to ``channel`` (starting the process's listener if needed)."""
+        self._wanted.add(channel)
+        self.client()
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.ensure_future(self._listen())
+        elif self._writer is not None:
+            self._writer.write(_command("SUBSCRIBE", self.live_key(channel)))
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop listening to ``channel``."""
+        self._wanted.discard(channel)
+        if self._writer is not None and self._loop is asyncio.get_running_loop():
+            self._writer.write(_command("UNSUBSCRIBE", self.live_key(channel)))
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        options = parse_url(self.url)
+        if "path" in options:
+            reader, writer = await asyncio.open_unix_connection(options["path"])
+        else:
+            context = ssl.create_default_context() if self.url.startswith("rediss:") else None
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    options.get("host", "127.0.0.1"), options.get("port", 6379), ssl=context
+                ),
+                timeout=2.0,
+            )
+        if options.get("password"):
+            auth = [options["username"]] if options.get("username") else []
+            writer.write(_command("AUTH", *auth, options["password"]))
+            await _read_reply(reader)
+        return reader, writer
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        prefix = f"{self.prefix}:p:".encode()
+        control = self.control_key.encode()
+        while True:
+            writer = None
+            try:
+                reader, writer = await self._connect()
+                keys = [self.control_key, *(self.live_key(c) for c in self._wanted)]
+                writer.write(_command("SUBSCRIBE", *keys))
+                self._writer = writer
+                if self._last_id is not None:
+                    await self._catch_up()
+                if not self.connected:
+                    self.connected = True
+                    logger.info("stream_app listener connected to Redis")
+                delay = 0.05
+                while True:
+                    reply = await _read_reply(reader)
+                    if not isinstance(reply, list) or reply[0] != b"message":
+                        continue
+                    name, payload = reply[1], reply[2]
+                    if name == control:
+                        self._control(payload)
+                    elif name.startswith(prefix):
+                        self._received(name[len(prefix) :].decode(), payload)
+            except asyncio.CancelledError:
+                raise
+            except (*_NETWORK_ERRORS, _RespError) as exc:
+                if self.connected:
+                    logger.warning("stream_app lost Redis (%s); reconnecting", exc)
+                self.connected = False
+                self.reconnects += 1
+            finally:
+                self._writer = None
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    def _received(self, channel: str, payload: bytes) -> None:
+        event_id, _, body = payload.partition(b" ")
+        text_id = event_id.decode()
+        key = id_key(text_id)
+        if key is None:
+            return
+        if self._last_key is not None and key <= self._last_key:
+            return
+        try:
+            message = Message.loads(channel, text_id, body)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("dropped a malformed message on channel %r", channel)
+            return
+        self._last_key, self._last_id = key, text_id
+        self.deliver(message)
+
+    async def _catch_up(self) -> None:
+        """Deliver what was published on our channels while the listener was away."""
+        assert self._last_id is not None
+        history = await self.history(list(self._wanted), self._last_id)
+        if not history.complete:
+            logger.warning("Redis history lost events while the listener was away")
+        for message in history.messages:
+            key = id_key(message.id)
+            if key is not None and (self._last_key is None or key > self._last_key):
+                self._last_key, self._last_id = key, message.id
+                self.deliver(message)
+
+    def _control(self, payload: bytes) -> None:
+        try:
+            request = json.loads(payload)
+            reply = request["reply"]
+            count = self.count_local(request["channel"], request.get("filter"))
+        except (ValueError, KeyError, TypeError):
+            return
+        asyncio.ensure_future(self._reply(reply, count))
+
+    async def _reply(self, key: str, count: int) -> None:
+        try:
+            async with self.client().pipeline(transaction=False) as pipe:
+                await pipe.rpush(key, count).pexpire(key, 10_000).execute()
+        except _NETWORK_ERRORS:
+            logger.warning("could not answer a session count request")
+
+    # -- history and counts --------------------------------------------------------------------
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        """Stream entries after ``after`` on ``channels``, merged in id order."""
+        key = id_key(after)
+        if key is None:
+            return History([], False)
+        names = list(channels)
+        client = self.client()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(f"{self.prefix}:epoch")
+            for name in names:
+                pipe.xrange(self.stream_key(name), f"({after}", "+")
+                pipe.xinfo_stream(self.stream_key(name))
+            results = await pipe.execute(raise_on_error=False)
+        epoch = results[0]
+        complete = epoch is not None and int(epoch) <= key[0]
+        messages: list[Message] = []
+        for index, name in enumerate(names):
+            entries, info = results[1 + 2 * index], results[2 + 2 * index]
+            if isinstance(entries, Exception):
+                raise entries
+            if isinstance(info, dict):
+                deleted = id_key(str(info.get("max-deleted-entry-id", "0-0")))
+                if deleted is not None and deleted > key:
+                    complete = False
+            for entry_id, fields in entries:
+                messages.append(Message.loads(name, entry_id, fields["m"]))
+        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
+        return History(messages, complete)
+
+    async def count(self, channel: str, filter: Any) -> int:
+        """Ask every listening worker for its matching sessions and add the answers up."""
+        client = self.client()
+        reply = f"{self.prefix}:reply:{uuid.uuid4().hex}"
+        request = json.dumps({"channel": channel, "filter": filter, "reply": reply})
+        try:
+            workers = await client.publish(self.control_key, request)
+            total = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.0
+            for _ in range(workers):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                answer = await client.blpop([reply], timeout=remaining)
+                if answer is None:
+                    break
+                total += int(answer[1])
+            await client.delete(reply)
+        except _NETWORK_ERRORS as exc:
+            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+        return total
+
+    async def ping(self) -> bool:
+        """True if Redis answers PING."""
+        try:
+            return bool(await self.client().ping())
+        except _NETWORK_ERRORS:
+            return False
+
+    async def aclose(self) -> None:
+        """Stop the listener and close the clients of this loop."""
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+            self._listener = None
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None
+        self.connected = False

@@ -1,0 +1,351 @@
+"""Channels: named topics that broadcast events to every registered session on every worker.
+
+``get_channel("news")`` returns the process's one ``Channel`` for that name; a broadcast goes
+through the backend, which gives it an id and hands it to one listener per process; the listener
+fans it out to this process's sessions on the channel, filtered by each session's ``state``.
+The frame is encoded once per process and the same bytes are queued for every recipient.
+
+``create_channel()`` makes an anonymous channel that lives in this process only: broadcasts skip
+the backend, may use a callable filter, and have no history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+
+from . import protocol
+from .backends import get_backend
+from .backends.base import Message, id_key
+from .conf import app_settings
+from .filters import FilterError, Predicate, compile_filter
+from .signals import broadcast_sent
+
+if TYPE_CHECKING:
+    from .sessions import Session
+
+__all__ = [
+    "CHANNEL_NAME_RE",
+    "Channel",
+    "ChannelNameError",
+    "MessageTooLarge",
+    "abroadcast",
+    "broadcast",
+    "create_channel",
+    "get_channel",
+    "subscribe",
+    "validate_channel_name",
+]
+
+logger = logging.getLogger("stream_app")
+
+#: Letters, digits and ``_ - . : @``, 1 to 100 characters (``user:42``, ``generation:<uuid>``).
+CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
+_registry: dict[str, Channel] = {}
+
+
+class ChannelNameError(ValueError):
+    """A channel name that is empty, too long or has characters outside ``CHANNEL_NAME_RE``."""
+
+
+class MessageTooLarge(ValueError):
+    """A payload larger than ``STREAM_APP["MAX_MESSAGE_BYTES"]``."""
+
+
+def validate_channel_name(name: object) -> str:
+    """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
+    if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
+        raise ChannelNameError(
+            f"invalid channel name {name!r}: use 1 to 100 letters, digits or _ - . : @"
+        )
+    return name
+
+
+class Channel:
+    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``."""
+
+    __slots__ = ("_sessions", "local", "name")
+
+    def __init__(self, name: str, *, local: bool = False) -> None:
+        self.name = name
+        self.local = local
+        self._sessions: set[Session] = set()
+
+    def __repr__(self) -> str:
+        kind = "local " if self.local else ""
+        return f"<{kind}Channel {self.name!r} sessions={len(self._sessions)}>"
+
+    @property
+    def active_sessions(self) -> list[Session]:
+        """The sessions registered in this process."""
+        return list(self._sessions)
+
+    @property
+    def session_count(self) -> int:
+        """How many sessions are registered in this process."""
+        return len(self._sessions)
+
+    def register(self, session: Session) -> None:
+        """Add a session (idempotent); it leaves by itself when its stream ends.
+
+        A session with a ``last_event_id`` first receives what it missed on this channel; use
+        ``subscribe(session, channels)`` to replay several channels as one ordered history.
+        """
+        if self._add(session) and session.last_event_id and not self.local:
+            asyncio.ensure_future(_replay(session, [self]))
+
+    def _add(self, session: Session) -> bool:
+        if session.is_closed or session in self._sessions:
+            return False
+        if not self._sessions and not self.local:
+            get_backend().subscribe(self.name)
+        self._sessions.add(session)
+        if session._channels is None:
+            session._channels = set()
+        session._channels.add(self)
+        return True
+
+    def deregister(self, session: Session) -> None:
+        """Remove a session (idempotent)."""
+        if session not in self._sessions:
+            return
+        self._sessions.discard(session)
+        if session._channels is not None:
+            session._channels.discard(self)
+        if not self._sessions and not self.local:
+            get_backend().unsubscribe(self.name)
+
+    def _message(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
+        text = data if isinstance(data, str) else _serialize(data)
+        if len(text) > app_settings.MAX_MESSAGE_BYTES // 4 and (
+            len(text.encode()) > app_settings.MAX_MESSAGE_BYTES
+        ):
+            raise MessageTooLarge(
+                f"payload is over STREAM_APP['MAX_MESSAGE_BYTES'] "
+                f"({app_settings.MAX_MESSAGE_BYTES} bytes)"
+            )
+        if event is not None:
+            # Refuse a bad event type before anything is published.
+            protocol.encode_data("", event)
+        if callable(filter):
+            if not (self.local or get_backend().local_only):
+                raise FilterError(
+                    "a callable filter cannot cross processes: this channel's backend "
+                    "delivers to other workers; pass filter data such as {'role': 'admin'}"
+                )
+        else:
+            compile_filter(filter)
+        return Message(self.name, text, event, filter, id or "")
+
+    def broadcast(
+        self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
+    ) -> str:
+        """Send to every matching session on every worker; returns the event id.
+
+        Works from sync code in any thread and from async code; in async code prefer
+        ``await channel.abroadcast(...)``, which never blocks the loop on network I/O.
+        ``id`` is used only on a process-local channel (backends assign ids).
+        """
+        message = self._message(data, event, filter, id)
+        if self.local:
+            return self._deliver_local(message)
+        return _sent(get_backend().publish_sync(message), self, message)
+
+    async def abroadcast(
+        self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
+    ) -> str:
+        """The async form of ``broadcast``."""
+        message = self._message(data, event, filter, id)
+        if self.local:
+            return self._deliver_local(message)
+        return _sent(await get_backend().publish(message), self, message)
+
+    def _deliver_local(self, message: Message) -> str:
+        if not message.id:
+            message.id = uuid.uuid4().hex
+        self.fan_out(message)
+        return message.id
+
+    def fan_out(self, message: Message) -> int:
+        """Queue ``message`` on this process's matching sessions; returns how many."""
+        sessions = self._sessions
+        if not sessions:
+            return 0
+        spec = message.filter
+        predicate: Predicate | None = spec if callable(spec) else _compiled(spec)
+        frame: bytes | None = None
+        delivered = 0
+        for session in list(sessions):
+            if predicate is not None and not predicate(session.state):
+                continue
+            if frame is None:
+                frame = protocol.encode_data(message.data, message.event, message.id or None)
+            replay = session._replay
+            if replay is not None:
+                replay.append((message.id, frame))
+            elif not session._enqueue(frame):
+                continue
+            delivered += 1
+        return delivered
+
+    def count_matching(self, filter: Any = None) -> int:
+        """Sessions in this process that ``filter`` (data or callable) matches."""
+        predicate = filter if callable(filter) else compile_filter(filter)
+        if predicate is None:
+            return len(self._sessions)
+        return sum(1 for session in list(self._sessions) if predicate(session.state))
+
+    async def acount(self, filter: Any = None) -> int:
+        """Matching sessions across all workers (this process only for a local channel)."""
+        if self.local or callable(filter):
+            return self.count_matching(filter)
+        compile_filter(filter)
+        return await get_backend().count(self.name, filter)
+
+    def count(self, filter: Any = None) -> int:
+        """``acount`` for sync code (admin views, management commands)."""
+        return async_to_sync(self.acount)(filter)
+
+
+_filter_cache: dict[str, Predicate | None] = {}
+
+
+def _compiled(spec: Any) -> Predicate | None:
+    if spec is None:
+        return None
+    import json
+
+    key = json.dumps(spec, sort_keys=True)
+    predicate = _filter_cache.get(key)
+    if predicate is None:
+        try:
+            predicate = compile_filter(spec)
+        except FilterError:
+            logger.warning("dropped an event with a malformed filter from another process")
+            return lambda state: False
+        if len(_filter_cache) > 1000:
+            _filter_cache.clear()
+        _filter_cache[key] = predicate
+    return predicate
+
+
+def _serialize(data: Any) -> str:
+    from .sessions import _compact_json
+
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("broadcast() takes text or serializable data, not bytes")
+    return _compact_json(data)
+
+
+def _sent(event_id: str, channel: Channel, message: Message) -> str:
+    if broadcast_sent.receivers:
+        broadcast_sent.send(sender=Channel, channel=channel, id=event_id, event=message.event)
+    return event_id
+
+
+def get_channel(name: str) -> Channel:
+    """The process's channel called ``name`` (validated), shared with every worker."""
+    channel = _registry.get(name)
+    if channel is None:
+        channel = _registry[validate_channel_name(name)] = Channel(name)
+    return channel
+
+
+def create_channel() -> Channel:
+    """A new anonymous channel that lives in this process only."""
+    return Channel(f"local:{uuid.uuid4().hex}", local=True)
+
+
+def broadcast(
+    channel: str, data: Any, event: str | None = None, *, filter: Any = None
+) -> str:
+    """``get_channel(channel).broadcast(...)``: publish from anywhere, sync code included."""
+    return get_channel(channel).broadcast(data, event, filter=filter)
+
+
+async def abroadcast(
+    channel: str, data: Any, event: str | None = None, *, filter: Any = None
+) -> str:
+    """``await get_channel(channel).abroadcast(...)``."""
+    return await get_channel(channel).abroadcast(data, event, filter=filter)
+
+
+def _deliver(message: Message) -> None:
+    """The backend's delivery callback: fan a message out to this process's sessions."""
+    channel = _registry.get(message.channel)
+    if channel is not None:
+        channel.fan_out(message)
+
+
+async def subscribe(session: Session, channels: Iterable[Channel]) -> None:
+    """Register ``session`` on ``channels`` and replay, as one ordered history, what it missed.
+
+    The live registration comes first and live events are held while history is read, so
+    nothing falls between the two and nothing is sent twice.
+    """
+    channels = list(channels)
+    replay = bool(session.last_event_id) and any(not c.local for c in channels)
+    if replay:
+        session._replay = []
+    for channel in channels:
+        channel._add(session)
+    if replay:
+        await _replay(session, [c for c in channels if not c.local])
+
+
+async def _replay(session: Session, channels: list[Channel]) -> None:
+    after = session.last_event_id or ""
+    backend = get_backend()
+    if session._replay is None:
+        session._replay = []
+    try:
+        if not backend.valid_id(after):
+            session._enqueue(_reset_frame(after, "invalid_id"))
+            return
+        history = await backend.history([c.name for c in channels], after)
+        if not history.complete:
+            session._enqueue(_reset_frame(after, "history_expired"))
+        seen: set[str] = set()
+        for message in history.messages:
+            seen.add(message.id)
+            channel = _registry.get(message.channel)
+            predicate = _compiled(message.filter) if channel is not None else None
+            if predicate is not None and not predicate(session.state):
+                continue
+            session._enqueue(protocol.encode_data(message.data, message.event, message.id))
+    except Exception:
+        logger.exception("replay failed; the session continues live")
+        session._enqueue(_reset_frame(after, "history_unavailable"))
+        seen = set()
+    finally:
+        held, session._replay = session._replay, None
+    last = id_key(max(seen, key=lambda i: id_key(i) or (0,))) if seen else None
+    for event_id, frame in held or ():
+        key = id_key(event_id)
+        if event_id in seen or (last is not None and key is not None and key <= last):
+            continue
+        session._enqueue(frame)
+
+
+def _reset_frame(after: str, reason: str) -> bytes:
+    from .sessions import _compact_json
+
+    body = {"reason": reason, "last_event_id": after[:64]}
+    return protocol.encode_data(_compact_json(body), "reset")
+
+
+def count_local(channel: str, filter: Any) -> int:
+    """Sessions in this process on ``channel`` matching filter data (for backends' counts)."""
+    found = _registry.get(channel)
+    return found.count_matching(filter) if found is not None else 0
+
+
+def channel_snapshot() -> dict[str, int]:
+    """Sessions per named channel in this process (for metrics)."""
+    return {name: len(c._sessions) for name, c in _registry.items() if c._sessions}

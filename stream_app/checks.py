@@ -1,0 +1,121 @@
+"""System checks: every configuration mistake we can see at startup, with a stable id.
+
+- ``stream_app.E001``: served by plain ``runserver`` (WSGI): streams would never send a byte.
+- ``stream_app.W002``: ``GZipMiddleware`` is installed (sessions opt out; hand-written streams
+  must too).
+- ``stream_app.E003``: unknown keys in ``STREAM_APP`` (a typo silently keeps the default).
+- ``stream_app.E004``: ``STREAM_APP`` is not a dict.
+- ``stream_app.E005``: ``STREAM_APP["BACKEND"]`` cannot be imported.
+- ``stream_app.E006``: a numeric setting is out of range.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register as register_check
+from django.utils.module_loading import import_string
+
+from .conf import DEFAULTS
+
+__all__ = ["check_backend", "check_gzip", "check_server", "check_settings", "register"]
+
+
+def check_server(**kwargs: Any) -> list[CheckMessage]:
+    """E001: ``manage.py runserver`` without daphne serves WSGI, where nothing streams."""
+    argv = sys.argv[1:2]
+    if argv == ["runserver"] and not apps.is_installed("daphne"):
+        return [
+            Error(
+                "runserver serves WSGI here, so server-sent events would never be sent.",
+                hint="Add 'daphne' at the top of INSTALLED_APPS (its runserver speaks ASGI), "
+                "or run 'daphne project.asgi:application' / 'uvicorn project.asgi:application'.",
+                id="stream_app.E001",
+            )
+        ]
+    return []
+
+
+def check_gzip(**kwargs: Any) -> list[CheckMessage]:
+    """W002: GZipMiddleware would compress (and so hold back) hand-written event streams."""
+    if "django.middleware.gzip.GZipMiddleware" in settings.MIDDLEWARE:
+        return [
+            Warning(
+                "GZipMiddleware is installed: it would compress event streams, each event as "
+                "a separate gzip member, and proxies may buffer them.",
+                hint="stream_app responses opt out with 'Content-Encoding: identity'; set the "
+                "same header on any StreamingHttpResponse of your own that sends "
+                "text/event-stream, or remove the middleware.",
+                id="stream_app.W002",
+            )
+        ]
+    return []
+
+
+def check_settings(**kwargs: Any) -> list[CheckMessage]:
+    """E003, E004, E006: the STREAM_APP dict's shape, keys and ranges."""
+    value = getattr(settings, "STREAM_APP", {})
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f"STREAM_APP must be a dict, not {type(value).__name__}.",
+                hint="See the README's Settings section.",
+                id="stream_app.E004",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    unknown = sorted(set(value) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Error(
+                f"Unknown STREAM_APP keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="stream_app.E003",
+            )
+        )
+    merged = {**DEFAULTS, **value}
+    for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES"):
+        if not isinstance(merged[key], int) or merged[key] < 1:
+            errors.append(_range_error(key, "a positive integer", merged[key]))
+    for key in ("KEEP_ALIVE", "RETRY"):
+        if merged[key] is not None and (
+            not isinstance(merged[key], int | float) or merged[key] < 0
+        ):
+            errors.append(_range_error(key, "None or a non-negative number", merged[key]))
+    return errors
+
+
+def _range_error(key: str, expected: str, value: object) -> Error:
+    return Error(
+        f"STREAM_APP[{key!r}] must be {expected}, not {value!r}.",
+        hint="See the README's Settings section.",
+        id="stream_app.E006",
+    )
+
+
+def check_backend(**kwargs: Any) -> list[CheckMessage]:
+    """E005: the configured backend class must be importable."""
+    value = getattr(settings, "STREAM_APP", {})
+    path = (value if isinstance(value, dict) else {}).get("BACKEND", DEFAULTS["BACKEND"])
+    try:
+        import_string(path)
+    except ImportError as exc:
+        return [
+            Error(
+                f"STREAM_APP['BACKEND'] = {path!r} cannot be imported: {exc}.",
+                hint="Use stream_app.backends.memory.MemoryBackend, "
+                "stream_app.backends.redis.RedisBackend or "
+                "stream_app.backends.channels.ChannelsBackend.",
+                id="stream_app.E005",
+            )
+        ]
+    return []
+
+
+def register() -> None:
+    """Register the checks (called from ``AppConfig.ready``)."""
+    for check in (check_server, check_gzip, check_settings, check_backend):
+        register_check(check, Tags.compatibility)

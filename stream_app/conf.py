@@ -1,0 +1,81 @@
+"""Settings: one ``STREAM_APP`` dict in the Django settings, merged over these defaults.
+
+Read every value through ``conf.app_settings`` (``app_settings.KEEP_ALIVE``) so that
+``override_settings(STREAM_APP=...)`` in tests takes effect: the merged dict is cached and the
+cache is dropped on Django's ``setting_changed`` signal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+__all__ = ["DEFAULTS", "AppSettings", "app_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path of the backend class that moves events between processes.
+    "BACKEND": "stream_app.backends.memory.MemoryBackend",
+    # Redis backend: server URL and the prefix of every key it writes.
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "KEY_PREFIX": "stream_app",
+    # Channels backend: the CHANNEL_LAYERS alias to use.
+    "CHANNEL_LAYER": "default",
+    # Replay history kept per channel: entries (approximate in Redis) and seconds.
+    "HISTORY_SIZE": 1000,
+    "HISTORY_TTL": 24 * 3600,
+    # Session defaults.
+    "RETRY": 2000,
+    "KEEP_ALIVE": 10.0,
+    "MAX_QUEUE": 1000,
+    # Largest serialized event payload a publisher may send, in bytes.
+    "MAX_MESSAGE_BYTES": 1_000_000,
+    # Who may subscribe: channels anyone may read, channels every stream joins, and the hook.
+    "PUBLIC_CHANNELS": [],
+    "DEFAULT_CHANNELS": [],
+    "CAN_SUBSCRIBE": "stream_app.permissions.can_subscribe",
+    # Optional hook (dotted path) ``(request, state) -> None`` that adds to a session's state.
+    "SESSION_STATE": None,
+    # Bearer token that lets other services POST to the publish endpoint (None: staff only).
+    "PUBLISH_TOKEN": None,
+    # Graceful shutdown: seconds to let streams end, and the base of the jittered retry (ms).
+    "SHUTDOWN_GRACE": 5.0,
+    "SHUTDOWN_RETRY": 1000,
+    # Stream the response outside Django's per-request thread (see stream_app.asgi).
+    "HANDOFF": True,
+}
+
+
+class AppSettings:
+    """Attribute access to the merged ``STREAM_APP`` settings."""
+
+    def __init__(self) -> None:
+        self._merged: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        """The project's own ``STREAM_APP`` dict (empty when unset)."""
+        value = getattr(settings, "STREAM_APP", None)
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"STREAM_APP has no setting {name!r}")
+        if self._merged is None:
+            self._merged = {**DEFAULTS, **self.user_settings}
+        return self._merged[name]
+
+    def reload(self) -> None:
+        """Forget the cached settings; they are read again on next access."""
+        self._merged = None
+
+
+app_settings = AppSettings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "STREAM_APP":
+        app_settings.reload()

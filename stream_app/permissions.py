@@ -1,0 +1,64 @@
+"""Who may subscribe to which channel, and what a session's state holds.
+
+``STREAM_APP["CAN_SUBSCRIBE"]`` names a function ``(user, channel) -> bool | None`` (it may be
+async): True allows, False forbids (403), None means there is no such channel (404). The
+default allows the channels listed in ``PUBLIC_CHANNELS`` to everyone, ``user:<pk>`` to that user
+only, ``staff`` to staff users, and knows no other channel.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+from .conf import app_settings
+
+__all__ = ["can_subscribe", "check_subscribe", "session_state"]
+
+
+def can_subscribe(user: Any, channel: str) -> bool | None:
+    """The default policy (see the module docstring)."""
+    if channel in app_settings.PUBLIC_CHANNELS or channel in app_settings.DEFAULT_CHANNELS:
+        return True
+    if channel.startswith("user:"):
+        return bool(user.is_authenticated and channel == f"user:{user.pk}")
+    if channel == "staff":
+        return bool(user.is_authenticated and user.is_staff)
+    return None
+
+
+async def check_subscribe(user: Any, channel: str) -> bool | None:
+    """Run the configured ``CAN_SUBSCRIBE`` hook, sync or async."""
+    hook = import_string(app_settings.CAN_SUBSCRIBE)
+    result = hook(user, channel)
+    if inspect.isawaitable(result):
+        result = await result
+    return None if result is None else bool(result)
+
+
+async def session_state(request: HttpRequest, user: Any) -> dict[str, Any]:
+    """The state a stream's session starts with, taken from the request's user.
+
+    ``user_id``, ``username``, ``is_authenticated``, ``is_anonymous``, ``is_staff``,
+    ``is_superuser`` and ``groups`` (names), then whatever the ``SESSION_STATE`` hook adds.
+    """
+    state: dict[str, Any] = {
+        "user_id": user.pk if user.is_authenticated else None,
+        "username": user.get_username() if user.is_authenticated else "",
+        "is_authenticated": bool(user.is_authenticated),
+        "is_anonymous": bool(user.is_anonymous),
+        "is_staff": bool(getattr(user, "is_staff", False)),
+        "is_superuser": bool(getattr(user, "is_superuser", False)),
+        "groups": [],
+    }
+    if user.is_authenticated and hasattr(user, "groups"):
+        state["groups"] = [name async for name in user.groups.values_list("name", flat=True)]
+    if app_settings.SESSION_STATE:
+        hook = import_string(app_settings.SESSION_STATE)
+        result = hook(request, state)
+        if inspect.isawaitable(result):
+            await result
+    return state

@@ -1,0 +1,127 @@
+"""Views: the subscribe endpoint (``stream_view``) and the HTTP publish endpoint.
+
+``path("sse/", stream_view)`` subscribes the client to ``?channel=a&channel=b`` (or the URL
+kwarg ``channel``) plus ``DEFAULT_CHANNELS``. Errors before the stream starts are JSON with an
+HTTP status, never a silent empty stream:
+
+- 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
+- 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
+- 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
+- 500 ``asgi_required``: the project is served over WSGI, where nothing would stream.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from .asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi
+from .backends.base import BackendUnavailable
+from .channels import (
+    ChannelNameError,
+    MessageTooLarge,
+    get_channel,
+    subscribe,
+    validate_channel_name,
+)
+from .conf import app_settings
+from .filters import FilterError
+from .permissions import check_subscribe, session_state
+from .sessions import create_session
+
+__all__ = ["publish_view", "stream_view"]
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+    """A JSON error response: ``{"error": code, "message": message, ...}``."""
+    return JsonResponse({"error": code, "message": message, **extra}, status=status)
+
+
+async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpResponse:
+    """Stream the channels the client asks for, after checking each one."""
+    try:
+        require_asgi(request)
+    except StreamingRequiresASGI:
+        return error(500, "asgi_required", ASGI_REQUIRED)
+    names = request.GET.getlist("channel") or ([channel] if channel else [])
+    names = list(dict.fromkeys([*names, *app_settings.DEFAULT_CHANNELS]))
+    if not names:
+        return error(404, "unknown_channel", "no channel asked for: add ?channel=<name>")
+    user = await request.auser()
+    for name in names:
+        try:
+            validate_channel_name(name)
+        except ChannelNameError as exc:
+            return error(400, "invalid_channel", str(exc))
+        allowed = await check_subscribe(user, name)
+        if allowed is None:
+            return error(404, "unknown_channel", f"no channel {name!r}", channel=name)
+        if not allowed:
+            return error(403, "forbidden", f"not allowed to subscribe to {name!r}", channel=name)
+    session = await create_session(request, state=await session_state(request, user))
+    if request.method != "HEAD":
+        # Tell the client what it joined; EventSource ignores it unless it listens for "ready".
+        session.push({"channels": names}, "ready")
+        await subscribe(session, [get_channel(name) for name in names])
+    return session.response
+
+
+def _bearer_ok(request: HttpRequest) -> bool:
+    token = app_settings.PUBLISH_TOKEN
+    header = request.headers.get("Authorization", "")
+    if not token or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].encode(), str(token).encode())
+
+
+@csrf_exempt
+async def publish_view(request: HttpRequest) -> HttpResponse:
+    """POST ``{"channel", "data", "event"?, "filter"?}``: broadcast; answers ``{"id": ...}``.
+
+    Allowed to holders of ``PUBLISH_TOKEN`` (``Authorization: Bearer <token>``) and to staff
+    users, whose requests must then pass Django's CSRF check like any form.
+    """
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "POST a JSON object")
+    if not _bearer_ok(request):
+        user = await request.auser()
+        if not (user.is_authenticated and user.is_staff):
+            return error(403, "forbidden", "staff session or publish token required")
+        rejected = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
+            request, publish_view, (), {}
+        )
+        if rejected is not None:
+            return error(403, "csrf_failed", "CSRF verification failed")
+    if len(request.body) > app_settings.MAX_MESSAGE_BYTES + 4096:
+        return error(413, "too_large", "request body too large")
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return error(400, "invalid_json", f"body is not JSON: {exc}")
+    if not isinstance(body, dict) or "channel" not in body or "data" not in body:
+        return error(400, "invalid_request", "send an object with 'channel' and 'data'")
+    unknown = set(body) - {"channel", "data", "event", "filter"}
+    if unknown:
+        return error(400, "invalid_request", f"unknown fields: {', '.join(sorted(unknown))}")
+    event = body.get("event")
+    if event is not None and not isinstance(event, str):
+        return error(400, "invalid_event", "'event' must be a string")
+    try:
+        channel = get_channel(validate_channel_name(body["channel"]))
+        event_id = await channel.abroadcast(body["data"], event, filter=body.get("filter"))
+    except ChannelNameError as exc:
+        return error(400, "invalid_channel", str(exc))
+    except FilterError as exc:
+        return error(400, "invalid_filter", str(exc))
+    except MessageTooLarge as exc:
+        return error(413, "too_large", str(exc))
+    except ValueError as exc:
+        return error(400, "invalid_event", str(exc))
+    except BackendUnavailable as exc:
+        return error(503, "backend_unavailable", str(exc))
+    return JsonResponse({"id": event_id, "channel": channel.name}, status=201)

@@ -1,0 +1,12 @@
+"""Settings of the server processes started by the tests: the test settings on the test DB."""
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES
+
+DATABASES["default"]["NAME"] = os.environ["DJANGO_DB_PATH"]
+if os.environ.get("STREAM_GZIP"):
+    from tests.settings import MIDDLEWARE
+
+    MIDDLEWARE.insert(0, "django.middleware.gzip.GZipMiddleware")

@@ -1,0 +1,147 @@
+"""Views the test servers expose to exercise sessions over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from stream_app import create_channel, create_response, create_session
+from stream_app.sessions import QueueFull, Session, live_sessions, stats
+
+# What happened in this server process, for the tests to read back over HTTP.
+record: dict[str, Any] = {"closed": [], "push_after_close": None}
+_hold = create_channel()
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _options(request: HttpRequest) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, cast in (("keep_alive", float), ("retry", int), ("max_queue", int)):
+        value = request.GET.get(name)
+        if value is not None:
+            options[name] = None if value == "none" else cast(value)
+    if "overflow" in request.GET:
+        options["overflow"] = request.GET["overflow"]
+    return options
+
+
+def _track(session: Session) -> None:
+    session.on_close(lambda s: record["closed"].append(s.close_reason))
+
+
+async def push(request: HttpRequest) -> HttpResponse:
+    """Push ``n`` events of type ``event`` then close."""
+    count = int(request.GET.get("n", "3"))
+
+    async def run(session: Session) -> None:
+        for i in range(count):
+            session.push({"i": i}, request.GET.get("event"))
+
+    return await create_response(request, run, **_options(request))
+
+
+async def idle(request: HttpRequest) -> HttpResponse:
+    """A stream that stays open with no events (keep-alives only)."""
+    session = await create_session(request, **_options(request))
+    _track(session)
+    _hold.register(session)
+    return session.response
+
+
+async def last_id(request: HttpRequest) -> HttpResponse:
+    """Echo the session's validated last event id."""
+    trust = request.GET.get("trust", "1") == "1"
+
+    async def run(session: Session) -> None:
+        session.push({"last_event_id": session.last_event_id})
+
+    return await create_response(request, run, trust_client_event_id=trust)
+
+
+async def flood(request: HttpRequest) -> HttpResponse:
+    """``iterate`` over n tiny events with backpressure, then close."""
+    count = int(request.GET.get("n", "1000"))
+
+    async def run(session: Session) -> None:
+        await session.iterate(range(count))
+
+    return await create_response(request, run, **_options(request))
+
+
+async def batch(request: HttpRequest) -> HttpResponse:
+    """n events in one batch, after a pause so that the batch is the only write pending."""
+    count = int(request.GET.get("n", "50"))
+
+    async def run(session: Session) -> None:
+        await asyncio.sleep(0.2)
+        async with session.batch() as buffer:
+            for i in range(count):
+                buffer.push(i)
+        await asyncio.sleep(0.2)
+
+    return await create_response(request, run, retry=None, keep_alive=None)
+
+
+async def pusher(request: HttpRequest) -> HttpResponse:
+    """A producer task outside the session pushes every ``every`` s until a push fails.
+
+    The task is not the session's callback (that one is cancelled on disconnect): it is what a
+    producer elsewhere holding a session sees. Its last push result is recorded.
+    """
+    overflow = request.GET.get("overflow", "close")
+    payload = "x" * int(request.GET.get("size", "10"))
+    every = float(request.GET.get("every", "0.02"))
+    options = _options(request)
+    options["overflow"] = overflow
+    session = await create_session(request, **options)
+    _track(session)
+    _hold.register(session)
+
+    async def produce() -> None:
+        while True:
+            try:
+                ok = session.push(payload)
+            except QueueFull:
+                record["push_after_close"] = "queue_full"
+                return
+            if not ok:
+                record["push_after_close"] = ok
+                return
+            await asyncio.sleep(every)
+
+    _tasks.add(asyncio.ensure_future(produce()))
+    return session.response
+
+
+async def failing(request: HttpRequest) -> HttpResponse:
+    """A callback that raises after sending one event."""
+
+    async def run(session: Session) -> None:
+        session.push("before")
+        await asyncio.sleep(0.05)
+        raise RuntimeError("secret detail")
+
+    return await create_response(request, run)
+
+
+async def state(request: HttpRequest) -> JsonResponse:
+    """This process's session counters and what the hooks recorded."""
+    return JsonResponse(
+        {
+            "open": stats.open,
+            "live": len(live_sessions),
+            "slow_consumers": stats.slow_consumers,
+            "closed": record["closed"],
+            "push_after_close": record["push_after_close"],
+            "held": _hold.session_count,
+        }
+    )
+
+
+async def reset(request: HttpRequest) -> JsonResponse:
+    """Clear the record."""
+    record["closed"] = []
+    record["push_after_close"] = None
+    return JsonResponse({})
