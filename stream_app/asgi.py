@@ -25,16 +25,29 @@ import contextvars
 from typing import Any
 
 import django
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import app_settings
 
 __all__ = ["StreamASGIHandler", "StreamingRequiresASGI", "get_asgi_application", "require_asgi"]
 
-# The hand-off slot of the current request: the handler's send_response puts the session there.
-_handoff: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("stream_app_handoff")
+
+class _Slot:
+    """Per-request hand-off state, shared with Django's request task through a context var."""
+
+    __slots__ = ("method", "request", "session")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.request: HttpRequest | None = None
+        self.session: Any = None
+
+
+_handoff: contextvars.ContextVar[_Slot] = contextvars.ContextVar("stream_app_handoff")
 
 ASGI_REQUIRED = (
     "Server-sent events need an ASGI server: under WSGI (plain runserver, gunicorn sync workers) "
@@ -78,37 +91,55 @@ class StreamASGIHandler(ASGIHandler):
 
             await serve_lifespan(receive, send)
             return
-        slot: list[Any] = []
+        slot = _Slot(scope.get("method", "GET"))
         token = _handoff.set(slot)
         try:
             await super().__call__(scope, receive, send)
         finally:
             _handoff.reset(token)
-        if slot:
-            await slot[0].run_asgi(send, receive)
+        if slot.session is not None:
+            await slot.session.run_asgi(send, receive)
+
+    def create_request(self, scope: Any, body_file: Any) -> Any:
+        """Django's request, remembered for error responses raised while preparing a stream."""
+        request, error_response = super().create_request(scope, body_file)
+        slot = _handoff.get(None)
+        if slot is not None:
+            slot.request = request
+        return request, error_response
 
     async def send_response(self, response: HttpResponseBase, send: Any) -> None:
         """Send headers and hand the session over, or send the response as Django does."""
         from .sessions import SessionResponse
 
         slot = _handoff.get(None)
-        if (
-            slot is not None
-            and isinstance(response, SessionResponse)
-            and app_settings.HANDOFF
-            and response.session.method != "HEAD"
-            and not response.session.is_closed
-        ):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _response_headers(response),
-                }
-            )
-            slot.append(response.session)
+        if slot is None or not isinstance(response, SessionResponse) or not app_settings.HANDOFF:
+            await super().send_response(response, send)
             return
-        await super().send_response(response, send)
+        session = response.session
+        if slot.method == "HEAD":
+            session.method = "HEAD"
+        prefetch = getattr(response, "prefetch", None)
+        if prefetch is not None and session.method != "HEAD":
+            try:
+                await prefetch()
+            except Exception as exc:
+                # Nothing is sent yet: answer like any failing view.
+                error_response = await sync_to_async(response_for_exception)(slot.request, exc)
+                await super().send_response(error_response, send)
+                session._abort("error")
+                return
+        if session.method == "HEAD" or session.is_closed:
+            await super().send_response(response, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": _response_headers(response),
+            }
+        )
+        slot.session = session
 
 
 def get_asgi_application() -> StreamASGIHandler:

@@ -11,7 +11,6 @@ the backend, may use a callable filter, and have no history.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -25,6 +24,7 @@ from .backends import get_backend
 from .backends.base import Message, id_key
 from .conf import app_settings
 from .filters import FilterError, Predicate, compile_filter
+from .lifecycle import spawn
 from .signals import broadcast_sent
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class Channel:
         ``subscribe(session, channels)`` to replay several channels as one ordered history.
         """
         if self._add(session) and session.last_event_id and not self.local:
-            asyncio.ensure_future(_replay(session, [self]))
+            spawn(_replay(session, [self]))
 
     def _add(self, session: Session) -> bool:
         if session.is_closed or session in self._sessions:

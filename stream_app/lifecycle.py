@@ -10,13 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Any
 
 from .conf import app_settings
 
-__all__ = ["serve_lifespan", "shutdown_sessions"]
+__all__ = ["serve_lifespan", "shutdown_sessions", "spawn"]
 
 logger = logging.getLogger("stream_app")
+_background: set[asyncio.Future[Any]] = set()
+
+
+def spawn(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run ``awaitable`` as a background task, keeping a reference until it is done.
+
+    The event loop keeps only weak references to tasks: one nobody holds can vanish mid-run.
+    """
+    task = asyncio.ensure_future(awaitable)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
 
 
 async def shutdown_sessions(grace: float | None = None) -> int:
@@ -35,13 +48,15 @@ async def shutdown_sessions(grace: float | None = None) -> int:
         session.close_reason = "shutdown"
         session.close()
     if sessions:
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             [asyncio.ensure_future(s.wait_closed()) for s in sessions], timeout=grace
         )
         for session in sessions:
             if not session.is_closed:
                 session._abort("shutdown")
-        logger.info("closed %d streams for shutdown (%d past the grace period)", len(sessions), len(pending))
+        logger.info(
+            "closed %d streams for shutdown (%d past the grace period)", len(sessions), len(pending)
+        )
     from .backends import close_backends
 
     await close_backends()

@@ -76,7 +76,7 @@ _compact_json = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False).enc
 class _Stats:
     """Process-wide counters, read by the metrics endpoint and the tests."""
 
-    __slots__ = ("opened", "closed", "slow_consumers", "events_queued")
+    __slots__ = ("closed", "events_queued", "opened", "slow_consumers")
 
     def __init__(self) -> None:
         self.opened = 0
@@ -238,7 +238,7 @@ class Session:
 
     def __init__(
         self,
-        request: HttpRequest,
+        request: HttpRequest | None,
         *,
         retry: int | None = None,
         keep_alive: float | None = None,
@@ -251,13 +251,14 @@ class Session:
         max_queue: int | None = None,
         overflow: Overflow = "close",
         write_timeout: float | None = None,
+        response: SessionResponse | None = None,
     ) -> None:
         if retry is not None:
             protocol._check_retry(retry)
         if overflow not in ("close", "raise"):
             raise ValueError(f"overflow must be 'close' or 'raise', not {overflow!r}")
         self.request: HttpRequest | None = request
-        self.method = request.method
+        self.method = request.method if request is not None else "GET"
         self.retry = retry
         self.keep_alive = keep_alive
         self.serializer = serializer
@@ -266,7 +267,9 @@ class Session:
         self.max_queue = app_settings.MAX_QUEUE if max_queue is None else max_queue
         self.overflow = overflow
         self.write_timeout = write_timeout
-        self.last_event_id = _client_event_id(request) if trust_client_event_id else None
+        self.last_event_id = (
+            _client_event_id(request) if trust_client_event_id and request is not None else None
+        )
         self.close_reason: str | None = None
         self._queue: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -284,7 +287,8 @@ class Session:
         # While a channel replays history, live frames wait here as (id, frame).
         self._replay: list[tuple[str, bytes]] | None = None
         self._on_close: list[Callable[[Session], object]] | None = None
-        self.response = SessionResponse(self, status, headers)
+        # SSEResponse builds itself around its session and passes itself in.
+        self.response = response or SessionResponse(self, status, headers)
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open" if self._started else "new"
@@ -308,7 +312,7 @@ class Session:
         return len(self._queue)
 
     def on_start(self, callback: Callable[[Session], Awaitable[object]]) -> None:
-        """Run ``await callback(session)`` as a task once the stream starts (see create_response)."""
+        """Run ``await callback(session)`` once the stream starts (see ``create_response``)."""
         self._start_callback = callback
 
     def on_close(self, callback: Callable[[Session], object]) -> None:
@@ -562,7 +566,9 @@ class Session:
         finally:
             self._finish()
 
-    async def run_asgi(self, send: Callable[..., Awaitable[None]], receive: Callable[..., Any]) -> None:
+    async def run_asgi(
+        self, send: Callable[..., Awaitable[None]], receive: Callable[..., Any]
+    ) -> None:
         """Stream to an ASGI ``send`` whose ``http.response.start`` was already sent.
 
         Used by ``stream_app.asgi`` after Django has handled the request. A second task waits for
@@ -662,8 +668,8 @@ UNSET = _Unset()
 async def create_session(
     request: HttpRequest,
     *,
-    retry: int | None | _Unset = UNSET,
-    keep_alive: float | None | _Unset = UNSET,
+    retry: int | _Unset | None = UNSET,
+    keep_alive: float | _Unset | None = UNSET,
     status: int = 200,
     headers: dict[str, str] | None = None,
     trust_client_event_id: bool = True,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -195,6 +196,7 @@ def redis_env(redis_server: RedisServer) -> dict[str, str]:
     return {"STREAM_BACKEND": "redis", "REDIS_URL": redis_server.url, "STREAM_KEY_PREFIX": prefix}
 
 
-def get_json(url: str, **kwargs: object) -> object:
+async def fetch_json(url: str, **kwargs: object) -> Any:
     """GET a JSON endpoint of a test server."""
-    return httpx.get(url, timeout=10, **kwargs).json()  # type: ignore[arg-type]
+    async with httpx.AsyncClient(timeout=10) as client:
+        return (await client.get(url, **kwargs)).json()  # type: ignore[arg-type]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import time
 
 import httpx
 import pytest
 
 from stream_app.testing import EventStream
-from tests.conftest import Server, get_json
+from tests.conftest import Server, fetch_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +24,6 @@ async def test_session_headers_and_retry_first(server: Server) -> None:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
-        assert "connection" not in {k.lower() for k in response.headers if k.lower() != "connection"}
         events = await stream.read_all()
         assert stream.decoder.retry == 1500
         first = stream.chunks[0][1]
@@ -46,7 +47,7 @@ async def test_session_keep_alive_comments_during_silence(server: Server) -> Non
             assert await stream.read_chunk(timeout=2) == b":\n\n"
             times.append(time.perf_counter())
     # Keep-alives after 1 to 1.25 periods (0.2 s) of silence, plus scheduling slack.
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.18 <= gap <= 0.4 for gap in gaps), gaps
 
 
@@ -74,7 +75,7 @@ async def test_session_last_event_id_sources(
 ) -> None:
     async with EventStream(f"{server.url}/t/last-id/{query}", headers=headers) as stream:
         event = await stream.next_event()
-    assert event.data == ('{"last_event_id":%s}' % ("null" if expected is None else f'"{expected}"'))
+    assert json.loads(event.data or "") == {"last_event_id": expected}
 
 
 async def test_session_untrusted_client_event_id_is_ignored(server: Server) -> None:
@@ -85,16 +86,16 @@ async def test_session_untrusted_client_event_id_is_ignored(server: Server) -> N
 
 
 async def test_session_disconnect_cleans_up_within_a_second(server: Server) -> None:
-    httpx.get(f"{server.url}/t/reset/")
-    before = get_json(f"{server.url}/t/state/")
+    await fetch_json(f"{server.url}/t/reset/")
+    before = await fetch_json(f"{server.url}/t/state/")
     stream = await EventStream(f"{server.url}/t/idle/?keep_alive=none").open()
     await stream.read_chunk()
-    during = get_json(f"{server.url}/t/state/")
+    during = await fetch_json(f"{server.url}/t/state/")
     assert during["live"] == before["live"] + 1
     await stream.close()
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
-        state = get_json(f"{server.url}/t/state/")
+        state = await fetch_json(f"{server.url}/t/state/")
         if state["live"] == before["live"]:
             break
         await asyncio.sleep(0.02)
@@ -104,12 +105,12 @@ async def test_session_disconnect_cleans_up_within_a_second(server: Server) -> N
 
 
 async def test_session_push_after_disconnect_returns_false(server: Server) -> None:
-    httpx.get(f"{server.url}/t/reset/")
+    await fetch_json(f"{server.url}/t/reset/")
     async with EventStream(f"{server.url}/t/pusher/?keep_alive=none") as stream:
         await stream.events(3)
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
-        state = get_json(f"{server.url}/t/state/")
+        state = await fetch_json(f"{server.url}/t/state/")
         if state["push_after_close"] is not None:
             break
         await asyncio.sleep(0.02)

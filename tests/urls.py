@@ -16,4 +16,11 @@ urlpatterns = [
     path("t/failing/", views.failing),
     path("t/state/", views.state),
     path("t/reset/", views.reset),
+    path("t/sse/iterable/", views.sse_iterable),
+    path("t/sse/async/", views.sse_async),
+    path("t/sse/manual/", views.sse_manual),
+    path("t/sse/value/", views.sse_value),
+    path("t/sse/fail-before/", views.sse_fail_before),
+    path("t/sse/fail-after/", views.sse_fail_after),
+    path("t/sse/proxy/", views.sse_proxy),
 ]

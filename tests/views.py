@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from stream_app import create_channel, create_response, create_session
+from stream_app import SSEResponse, create_channel, create_response, create_session
+from stream_app.protocol import Event
+from stream_app.responses import Stream
 from stream_app.sessions import QueueFull, Session, live_sessions, stats
 
 # What happened in this server process, for the tests to read back over HTTP.
@@ -145,3 +148,84 @@ async def reset(request: HttpRequest) -> JsonResponse:
     record["closed"] = []
     record["push_after_close"] = None
     return JsonResponse({})
+
+
+async def sse_iterable(request: HttpRequest) -> HttpResponse:
+    """SSEResponse over a list: str, dict and a pydantic model (an OpenAI chunk)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    chunk = ChatCompletionChunk(
+        id="c1", choices=[], created=0, model="m", object="chat.completion.chunk"
+    )
+    return SSEResponse(["text", {"n": 1}, chunk], event="item", request=request)
+
+
+async def sse_async(request: HttpRequest) -> HttpResponse:
+    """SSEResponse over an async generator, with Event items keeping their own type and id."""
+
+    async def source() -> AsyncIterator[Any]:
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            yield i
+        yield Event(data="last", event="end", id="e-9")
+
+    return SSEResponse(source(), request=request)
+
+
+async def sse_manual(request: HttpRequest) -> HttpResponse:
+    """Manual mode with a callback: send, wait, close."""
+
+    async def run(stream: Stream) -> None:
+        stream.send("one")
+        await stream.wait(20)
+        stream.send({"two": 2}, event="second", id="m-2")
+        stream.close()
+        stream.send("after close")
+
+    return SSEResponse(run, request=request)
+
+
+async def sse_value(request: HttpRequest) -> HttpResponse:
+    """Value-based manual mode: a producer elsewhere uses response.stream."""
+    response = SSEResponse(request=request)
+
+    async def produce() -> None:
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            response.stream.send(i)
+        response.stream.close()
+
+    _tasks.add(asyncio.ensure_future(produce()))
+    return response
+
+
+async def sse_fail_before(request: HttpRequest) -> HttpResponse:
+    """A source that fails before its first item: a normal 500 response."""
+
+    async def source() -> AsyncIterator[str]:
+        raise RuntimeError("upstream refused")
+        yield "never"
+
+    return SSEResponse(source(), request=request)
+
+
+async def sse_fail_after(request: HttpRequest) -> HttpResponse:
+    """A source that fails after its first item: one error event, then the end."""
+
+    async def source() -> AsyncIterator[str]:
+        yield "first"
+        await asyncio.sleep(0.01)
+        raise RuntimeError("secret detail")
+
+    return SSEResponse(source(), request=request)
+
+
+async def sse_proxy(request: HttpRequest) -> HttpResponse:
+    """Proxy an upstream streamed with httpx (``?url=``)."""
+    import httpx
+
+    client = httpx.AsyncClient(timeout=10)
+    upstream = await client.send(client.build_request("GET", request.GET["url"]), stream=True)
+    response = SSEResponse(upstream, request=request)
+    response.session.on_close(lambda s: _tasks.add(asyncio.ensure_future(client.aclose())))
+    return response

@@ -25,6 +25,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from ..conf import app_settings
+from ..lifecycle import spawn
 from .base import Backend, BackendUnavailable, History, Message
 
 __all__ = ["ChannelsBackend", "group_name"]
@@ -111,14 +112,14 @@ class ChannelsBackend(Backend):
             self._name = None
             self._pump = asyncio.ensure_future(self._run())
         elif self._name is not None:
-            asyncio.ensure_future(self._join(channel))
+            spawn(self._join(channel))
 
     def unsubscribe(self, channel: str) -> None:
         """Leave the channel's group."""
         self._wanted.discard(channel)
         if self._name is not None and channel in self._joined:
             self._joined.discard(channel)
-            asyncio.ensure_future(self.layer.group_discard(group_name(channel), self._name))
+            spawn(self.layer.group_discard(group_name(channel), self._name))
 
     async def _join(self, channel: str) -> None:
         if self._name is not None and channel in self._wanted:

@@ -26,6 +26,7 @@ Keys (all with a TTL): ``{prefix}:s:{channel}`` stream, ``{prefix}:last`` last i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -40,6 +41,7 @@ import redis.asyncio as aredis
 from redis.connection import parse_url
 
 from ..conf import app_settings
+from ..lifecycle import spawn
 from .base import Backend, BackendUnavailable, History, Message, id_key
 
 __all__ = ["RedisBackend"]
@@ -304,7 +306,7 @@ class RedisBackend(Backend):
             count = self.count_local(request["channel"], request.get("filter"))
         except (ValueError, KeyError, TypeError):
             return
-        asyncio.ensure_future(self._reply(reply, count))
+        spawn(self._reply(reply, count))
 
     async def _reply(self, key: str, count: int) -> None:
         try:
@@ -378,10 +380,8 @@ class RedisBackend(Backend):
         """Stop the listener and close the clients of this loop."""
         if self._listener is not None:
             self._listener.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-            except asyncio.CancelledError:
-                pass
             self._listener = None
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.aclose()
