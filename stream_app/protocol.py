@@ -14,6 +14,7 @@ Deliberate divergences, all on the encoding side ("strict out, lenient in"):
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 
@@ -134,29 +135,38 @@ class Decoder:
 
     Feed it bytes as they arrive; it returns the events dispatched so far. Comments are not
     events and are dropped; the reconnection time from ``retry`` is kept in ``retry``. Like a
-    browser, it remembers the last event id across events (``last_event_id``) and gives each
-    dispatched event the id in force, and it drops a partial event when the stream ends.
+    browser, it remembers the last event id across events (``last_event_id``, set when a blank
+    line ends a block, so what to send as Last-Event-ID) and gives each dispatched event the id
+    in force, and it drops a partial event when the stream ends.
     """
 
     def __init__(self) -> None:
         self._buffer = ""
         self._pending_cr = False
         self._started = False
-        self._decoder_state = b""
+        # 9.2.5: the stream is decoded with "UTF-8 decode": a character split across chunks waits
+        # for its tail, and invalid bytes become U+FFFD without swallowing what follows.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._data: list[str] = []
         self._has_data = False
         self._event_type = ""
+        # 9.2.6: an ``id`` field sets the last event ID *buffer*; the last event ID string (what a
+        # client sends as Last-Event-ID) only takes its value when a blank line dispatches.
+        self._id_buffer = ""
         self.last_event_id = ""
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Decode a chunk of the stream, returning the events it completed."""
-        text = self._decode_utf8(chunk)
+        text = self._utf8.decode(chunk)
         if not self._started and text:
             self._started = True
             # 9.2.5: one leading U+FEFF BOM is ignored.
             if text.startswith(BOM):
                 text = text[1:]
+        if not text:
+            # Nothing decoded yet (an empty chunk or part of a character): keep any pending CR.
+            return []
         if self._pending_cr and text.startswith("\n"):
             # The LF of a CRLF split across two chunks.
             text = text[1:]
@@ -176,24 +186,13 @@ class Decoder:
     def close(self) -> list[Event]:
         """End of stream: 9.2.5 says a partial event is discarded, so this returns ``[]``."""
         self._buffer = ""
+        self._pending_cr = False
+        self._utf8.reset()
         self._data = []
         self._has_data = False
         self._event_type = ""
+        self._id_buffer = self.last_event_id
         return []
-
-    def _decode_utf8(self, chunk: bytes) -> str:
-        # A multi-byte character may be split across chunks: keep the tail until it completes.
-        data = self._decoder_state + chunk
-        for cut in range(0, min(4, len(data) + 1)):
-            try:
-                text = data[: len(data) - cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self._decoder_state = data[len(data) - cut :]
-            return text
-        # Invalid bytes, not a split character: decode with replacement like a browser.
-        self._decoder_state = b""
-        return data.decode("utf-8", errors="replace")
 
     def _process_line(self, line: str) -> Event | None:
         if line == "":
@@ -210,13 +209,15 @@ class Decoder:
             self._has_data = True
         elif name == "id":
             if "\0" not in value:
-                self.last_event_id = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self.retry = int(value)
+                self._id_buffer = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            # 9.2.6: ASCII digits only ("" is not); anything else leaves the time unchanged.
+            self.retry = int(value)
         return None
 
     def _dispatch(self) -> Event | None:
+        # 9.2.6: the id is committed first, so an id-only block still moves the last event ID.
+        self.last_event_id = self._id_buffer
         # 9.2.6: an event with an empty data buffer resets the type and is not dispatched.
         if not self._has_data:
             self._event_type = ""
@@ -238,4 +239,3 @@ def decode(stream: bytes) -> list[Event]:
     events = decoder.feed(stream)
     decoder.close()
     return events
-
