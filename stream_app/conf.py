@@ -45,6 +45,28 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_RETRY": 1000,
     # Stream the response outside Django's per-request thread (see stream_app.asgi).
     "HANDOFF": True,
+    # LLM (stream_app.llm): the OpenAI-compatible upstream. None falls back to the openai SDK's
+    # OPENAI_API_KEY / OPENAI_BASE_URL environment variables; with neither, the embedded
+    # offline model answers (so the demo runs on a machine with no key and no network).
+    "LLM_API_KEY": None,
+    "LLM_BASE_URL": None,
+    "LLM_MODEL": "gpt-4o-mini",
+    # Seconds to wait for the upstream (to connect, and between two chunks).
+    "LLM_TIMEOUT": 60.0,
+    # SDK retries of a failed request; 0 fails fast: a chat UI shows the error at once.
+    "LLM_MAX_RETRIES": 0,
+    # Tokens per second the offline model streams (0: as fast as it can).
+    "LLM_OFFLINE_RATE": 40.0,
+    # Token coalescing of direct streams: one event per N ms or N characters (0: off).
+    "LLM_COALESCE_MS": 0,
+    "LLM_COALESCE_CHARS": 0,
+    # Generations: coalescing (on by default: every event is also written to the backend's
+    # history), and seconds without any listener before the upstream call is cancelled.
+    "GENERATION_COALESCE_MS": 50,
+    "GENERATION_COALESCE_CHARS": 400,
+    "GENERATION_GRACE": 30.0,
+    # Demo chat: the longest user message accepted, in characters.
+    "CHAT_MAX_LENGTH": 4000,
 }
 
 
