@@ -45,6 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_RETRY": 1000,
     # Stream the response outside Django's per-request thread (see stream_app.asgi).
     "HANDOFF": True,
+    # Hooks (dotted paths) ``async (session, channel_names) -> None`` that stream_view awaits
+    # once a session is subscribed; the default delivers missed notifications from the database.
+    "CONNECT_HOOKS": ["stream_app.notifications.backlog.deliver_backlog"],
+    # Notifications: the channels the admin offers first and whose missed notifications are
+    # delivered on connect (``user:<pk>`` always is), and how many at most per connect.
+    "NOTIFICATION_CHANNELS": ["notifications", "staff"],
+    "NOTIFICATION_BACKLOG": 50,
     # LLM (stream_app.llm): the OpenAI-compatible upstream. None falls back to the openai SDK's
     # OPENAI_API_KEY / OPENAI_BASE_URL environment variables; with neither, the embedded
     # offline model answers (so the demo runs on a machine with no key and no network).

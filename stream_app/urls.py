@@ -5,10 +5,13 @@ from __future__ import annotations
 from django.urls import path
 
 from . import views
+from .notifications import views as notification_views
 
 app_name = "stream_app"
 urlpatterns = [
     path("", views.stream_view, name="stream"),
     path("publish/", views.publish_view, name="publish"),
+    path("notifications/read/", notification_views.mark_read_view, name="notifications_read"),
+    path("notifications/demo/", notification_views.demo_view, name="notifications_demo"),
     path("<str:channel>/", views.stream_view, name="channel"),
 ]

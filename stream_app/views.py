@@ -18,6 +18,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
 from .asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi
@@ -68,6 +69,9 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         # Tell the client what it joined; EventSource ignores it unless it listens for "ready".
         session.push({"channels": names}, "ready")
         await subscribe(session, [get_channel(name) for name in names])
+        # Connect hooks push what the session should get first (missed notifications).
+        for hook in app_settings.CONNECT_HOOKS:
+            await import_string(hook)(session, names)
     return session.response
 
 
