@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -172,12 +173,13 @@ class NotificationAdmin(_NotificationAdmin):
             self.message_user(request, f"“{obj}” was not sent: {exc}", messages.ERROR)
             return False
         assert record is not None
-        reach = "an unknown number of" if record.reach is None else str(record.reach)
-        self.log_change(request, obj, f"Sent to {record.audience} ({reach} sessions).")
+        if record.reach is None:
+            reach = "an unknown number of connected sessions"
+        else:
+            reach = f"{record.reach} connected session{pluralize(record.reach)}"
+        self.log_change(request, obj, f"Sent to {record.audience} ({reach}).")
         self.message_user(
-            request,
-            f"Sent “{obj}” to {reach} connected sessions ({record.audience}).",
-            messages.SUCCESS,
+            request, f"Sent “{obj}” to {reach} ({record.audience}).", messages.SUCCESS
         )
         return True
 

@@ -20,8 +20,22 @@ else:
     _ModelForm = forms.ModelForm
 
 
+class FilterField(forms.JSONField):
+    """Filter data as JSON text; no filter shows as an empty box, not ``null``."""
+
+    def prepare_value(self, value: Any) -> Any:
+        """Render None as an empty string."""
+        return "" if value is None else super().prepare_value(value)
+
+
 class NotificationForm(_ModelForm):
     """Validates the audience fields together, with errors on the field to fix."""
+
+    state_filter = FilterField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
+        help_text=Notification._meta.get_field("state_filter").help_text,
+    )
 
     class Meta:
         model = Notification
@@ -41,7 +55,6 @@ class NotificationForm(_ModelForm):
         ]
         widgets = {
             "body": forms.Textarea(attrs={"rows": 4}),
-            "state_filter": forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
         }
 
     def clean(self) -> dict[str, Any]:

@@ -45,6 +45,17 @@
         .finally(function () { pending = false; });
     }
 
+    // Show only the field the chosen audience uses.
+    var audienceFields = { users: "users", groups: "groups", filter: "state_filter" };
+    function showAudienceFields() {
+      var audience = value(form, "audience");
+      Object.keys(audienceFields).forEach(function (key) {
+        var row = form.querySelector(".form-row.field-" + audienceFields[key]);
+        if (row) row.style.display = audience === key ? "" : "none";
+      });
+    }
+    form.addEventListener("change", showAudienceFields);
+    showAudienceFields();
     form.addEventListener("change", refresh);
     form.addEventListener("input", function () {
       window.clearTimeout(timer);

@@ -188,6 +188,9 @@
       var n = self.items.get(id);
       n.read = true;
       if (!self.authenticated) remember(READ_KEY, n.key);
+      self.toasts.querySelectorAll(".sn-toast").forEach(function (toast) {
+        if (toast.dataset.id === String(id)) toast.remove();
+      });
     });
     this.render();
     var url = this.root.dataset.readUrl;
