@@ -1,0 +1,151 @@
+"""OpenAI-compatible and Vercel AI SDK endpoints over the same model: direct streams.
+
+- ``POST /v1/chat/completions``: the OpenAI chat-completions API, streamed in the OpenAI wire
+  format, so the ``openai`` SDK (or any compatible client) can use this server as its
+  ``base_url``. Bearer token ``CHAT_API_TOKEN`` (the endpoint is off without one).
+- ``POST /api/chat``: the Vercel AI SDK ``useChat`` endpoint (UI message stream v1). Same-origin
+  pages send the CSRF token; other clients the bearer token.
+
+Both are direct streams: the upstream call lives as long as the client's connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from stream_app.conf import app_settings
+from stream_app.llm.openai import stream_chat
+from stream_app.llm.responses import llm_response
+
+from .views import error
+
+__all__ = ["openai_chat_completions", "vercel_chat"]
+
+# Request fields passed through to the upstream (the rest are ours or not supported).
+PASS_THROUGH = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+}
+MAX_BODY = 1_000_000
+
+
+def _bearer_ok(request: HttpRequest) -> bool:
+    token = getattr(settings, "CHAT_API_TOKEN", None)
+    header = request.headers.get("Authorization", "")
+    if not token or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].encode(), str(token).encode())
+
+
+def _json_body(request: HttpRequest) -> tuple[dict[str, Any] | None, HttpResponse | None]:
+    if len(request.body) > MAX_BODY:
+        return None, error(413, "too_large", "request body too large")
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None, error(400, "invalid_json", "the body is not JSON")
+    if not isinstance(body, dict):
+        return None, error(400, "invalid_request", "send a JSON object")
+    return body, None
+
+
+def _valid_messages(messages: Any) -> bool:
+    if not isinstance(messages, list) or not messages or len(messages) > 200:
+        return False
+    return all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool")
+        for m in messages
+    )
+
+
+@csrf_exempt
+async def openai_chat_completions(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/chat/completions`` with ``stream: true``, answered in the OpenAI format."""
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "POST a chat completion request")
+    if not _bearer_ok(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <CHAT_API_TOKEN>")
+    body, refused = _json_body(request)
+    if refused is not None:
+        return refused
+    assert body is not None
+    if not _valid_messages(body.get("messages")):
+        return error(400, "invalid_messages", "'messages' must be a list of chat messages")
+    if body.get("stream") is not True:
+        return error(400, "stream_required", "this endpoint streams: set 'stream': true")
+    params = {key: body[key] for key in PASS_THROUGH if key in body}
+    options = body.get("stream_options") or {}
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    events = stream_chat(
+        body["messages"], model=model or app_settings.LLM_MODEL, raw=True, **params
+    )
+    return await llm_response(request, events, format="openai", include_usage=include_usage)
+
+
+def _ui_messages(messages: Any) -> list[dict[str, str]] | None:
+    """OpenAI messages from the AI SDK's UI messages (``parts``) or plain ``content``."""
+    if not isinstance(messages, list) or not messages or len(messages) > 200:
+        return None
+    converted = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+        ):
+            return None
+        parts = message.get("parts")
+        if isinstance(parts, list):
+            text = "".join(
+                p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
+            )
+        elif isinstance(message.get("content"), str):
+            text = message["content"]
+        else:
+            return None
+        if len(text) > app_settings.CHAT_MAX_LENGTH * 4:
+            return None
+        converted.append({"role": message["role"], "content": text})
+    return converted
+
+
+@csrf_exempt
+async def vercel_chat(request: HttpRequest) -> HttpResponseBase:
+    """``POST /api/chat`` for ``useChat``: the answer as a UI message stream (v1)."""
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "POST the chat's messages")
+    if not _bearer_ok(request):
+        # A page of this site: the usual CSRF check (header X-CSRFToken, cookie).
+        rejected = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
+            request, vercel_chat, (), {}
+        )
+        if rejected is not None:
+            return error(403, "csrf_failed", "CSRF verification failed")
+    body, refused = _json_body(request)
+    if refused is not None:
+        return refused
+    assert body is not None
+    messages = _ui_messages(body.get("messages"))
+    if messages is None:
+        return error(400, "invalid_messages", "'messages' must be a list of UI messages")
+    message_id = body.get("messageId") if isinstance(body.get("messageId"), str) else None
+    return await llm_response(
+        request, stream_chat(messages), format="vercel", message_id=message_id
+    )
