@@ -101,6 +101,28 @@ STREAM_APP = {
     "KEEP_ALIVE": float(os.environ.get("STREAM_KEEP_ALIVE", "10")),
     "PUBLISH_TOKEN": os.environ.get("STREAM_PUBLISH_TOKEN") or None,
 }
+# The LLM of the demo chat (stream_app.llm): OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL
+# point it at OpenAI or any compatible server; with neither key nor URL the embedded offline
+# model answers (STREAM_OFFLINE_RATE tokens per second).
+STREAM_APP.update(
+    {
+        "LLM_API_KEY": os.environ.get("OPENAI_API_KEY") or None,
+        "LLM_BASE_URL": os.environ.get("OPENAI_BASE_URL") or None,
+        "LLM_MODEL": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+        "LLM_TIMEOUT": float(os.environ.get("STREAM_LLM_TIMEOUT", "60")),
+        "LLM_OFFLINE_RATE": float(os.environ.get("STREAM_OFFLINE_RATE", "40")),
+        "GENERATION_GRACE": float(os.environ.get("STREAM_GENERATION_GRACE", "30")),
+        "CHAT_MAX_LENGTH": int(os.environ.get("CHAT_MAX_LENGTH", "4000")),
+    }
+)
+# Bearer token of the OpenAI-compatible /v1/chat/completions and /api/chat endpoints (unset:
+# /v1 is off and /api/chat needs a same-origin page with its CSRF token).
+CHAT_API_TOKEN = os.environ.get("CHAT_API_TOKEN") or None
+# CSRF failures of the chat's JSON endpoints answer JSON.
+CSRF_FAILURE_VIEW = "project.chat.views.csrf_failure"
+# daphne / uvicorn serve no static files: the demo serves them through Django.
+DEMO_SERVE_STATIC = env_bool("DEMO_SERVE_STATIC", True)
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
