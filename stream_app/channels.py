@@ -48,6 +48,7 @@ logger = logging.getLogger("stream_app")
 #: Letters, digits and ``_ - . : @``, 1 to 100 characters (``user:42``, ``generation:<uuid>``).
 CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
 _registry: dict[str, Channel] = {}
+SUBSCRIBE_TIMEOUT = 2.0
 
 
 class ChannelNameError(ValueError):
@@ -262,9 +263,7 @@ def create_channel() -> Channel:
     return Channel(f"local:{uuid.uuid4().hex}", local=True)
 
 
-def broadcast(
-    channel: str, data: Any, event: str | None = None, *, filter: Any = None
-) -> str:
+def broadcast(channel: str, data: Any, event: str | None = None, *, filter: Any = None) -> str:
     """``get_channel(channel).broadcast(...)``: publish from anywhere, sync code included."""
     return get_channel(channel).broadcast(data, event, filter=filter)
 
@@ -295,6 +294,13 @@ async def subscribe(session: Session, channels: Iterable[Channel]) -> None:
         session._replay = []
     for channel in channels:
         channel._add(session)
+    # Live delivery first, so that a client told it is subscribed misses nothing published
+    # from then on. A backend that is down does not hold the stream up: its listener
+    # subscribes when it reconnects.
+    backend = get_backend()
+    for channel in channels:
+        if not channel.local:
+            await backend.ready(channel.name, SUBSCRIBE_TIMEOUT)
     if replay:
         await _replay(session, [c for c in channels if not c.local])
 

@@ -54,8 +54,7 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "in": lambda value, operand: value in operand,
     "nin": lambda value, operand: value not in operand,
     "contains": _contains,
-    "icontains": lambda value, operand: isinstance(value, str)
-    and operand.lower() in value.lower(),
+    "icontains": lambda value, operand: isinstance(value, str) and operand.lower() in value.lower(),
     "startswith": lambda value, operand: isinstance(value, str) and value.startswith(operand),
     "gt": _compare(lambda value, operand: value > operand),
     "gte": _compare(lambda value, operand: value >= operand),

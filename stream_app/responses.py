@@ -185,4 +185,3 @@ async def _from_upstream(response: Any) -> AsyncIterator[Any]:
                     yield text
     finally:
         await response.aclose()
-

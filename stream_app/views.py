@@ -66,12 +66,12 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
             return error(403, "forbidden", f"not allowed to subscribe to {name!r}", channel=name)
     session = await create_session(request, state=await session_state(request, user))
     if request.method != "HEAD":
-        # Tell the client what it joined; EventSource ignores it unless it listens for "ready".
-        session.push({"channels": names}, "ready")
         await subscribe(session, [get_channel(name) for name in names])
         # Connect hooks push what the session should get first (missed notifications).
         for hook in app_settings.CONNECT_HOOKS:
             await import_string(hook)(session, names)
+        # Tell the client it is subscribed (EventSource ignores it unless it listens for it).
+        session.push({"channels": names}, "ready")
     return session.response
 
 

@@ -78,8 +78,19 @@ def start_server(kind: str, env: dict[str, str] | None = None, port: int | None 
     commands = {
         "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
         "uvicorn": [
-            sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--lifespan", "on", "--timeout-graceful-shutdown", "5", app,
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--lifespan",
+            "on",
+            "--timeout-graceful-shutdown",
+            "5",
+            app,
         ],
     }
     full_env = {
@@ -155,9 +166,23 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed (apt-get install redis-server)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--logfile", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

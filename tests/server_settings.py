@@ -10,3 +10,9 @@ if os.environ.get("STREAM_GZIP"):
     from tests.settings import MIDDLEWARE
 
     MIDDLEWARE.insert(0, "django.middleware.gzip.GZipMiddleware")
+if os.environ.get("STREAM_APP_JSON"):
+    import json
+
+    from tests.settings import STREAM_APP
+
+    STREAM_APP.update(json.loads(os.environ["STREAM_APP_JSON"]))

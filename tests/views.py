@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from stream_app import SSEResponse, create_channel, create_response, create_session
+from stream_app.channels import channel_snapshot
 from stream_app.protocol import Event
 from stream_app.responses import Stream
 from stream_app.sessions import QueueFull, Session, live_sessions, stats
@@ -139,6 +140,8 @@ async def state(request: HttpRequest) -> JsonResponse:
             "closed": record["closed"],
             "push_after_close": record["push_after_close"],
             "held": _hold.session_count,
+            "tasks": len(asyncio.all_tasks()),
+            "channels": channel_snapshot(),
         }
     )
 

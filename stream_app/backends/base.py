@@ -88,6 +88,10 @@ class Backend:
     def unsubscribe(self, channel: str) -> None:
         """This process has no session on ``channel`` any more."""
 
+    async def ready(self, channel: str, timeout: float) -> bool:
+        """Wait until live events of ``channel`` reach this process; False on timeout."""
+        return True
+
     async def history(self, channels: Iterable[str], after: str) -> History:
         """Messages of ``channels`` published after id ``after``, merged in id order."""
         return History([], False)

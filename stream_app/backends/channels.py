@@ -141,8 +141,11 @@ class ChannelsBackend(Backend):
                 if data.get("type") == "stream_app.event":
                     self.deliver(
                         Message(
-                            data["channel"], data["data"], data.get("event"),
-                            data.get("filter"), data["id"],
+                            data["channel"],
+                            data["data"],
+                            data.get("event"),
+                            data.get("filter"),
+                            data["id"],
                         )
                     )
         finally:

@@ -32,6 +32,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -123,7 +124,9 @@ class RedisBackend(Backend):
         self._writer: asyncio.StreamWriter | None = None
         self._last_key: tuple[int, ...] | None = None
         self._last_id: str | None = None
-        self._script_sha: str | None = None
+        # Channels whose SUBSCRIBE Redis has confirmed on the current connection.
+        self._confirmed: set[str] = set()
+        self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -166,7 +169,9 @@ class RedisBackend(Backend):
         with self._sync_lock:
             if self._sync_client is None:
                 self._sync_client = redis.Redis.from_url(
-                    self.url, socket_connect_timeout=1.0, socket_timeout=5.0,
+                    self.url,
+                    socket_connect_timeout=1.0,
+                    socket_timeout=5.0,
                     decode_responses=True,
                 )
             return self._sync_client
@@ -207,9 +212,31 @@ class RedisBackend(Backend):
         elif self._writer is not None:
             self._writer.write(_command("SUBSCRIBE", self.live_key(channel)))
 
+    async def ready(self, channel: str, timeout: float) -> bool:
+        """Wait for Redis to confirm the subscription to ``channel`` (False on timeout)."""
+        if channel in self._confirmed:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._confirm_waiters.setdefault(channel, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _confirm(self, name: bytes, prefix: bytes) -> None:
+        if not name.startswith(prefix):
+            return
+        channel = name[len(prefix) :].decode()
+        self._confirmed.add(channel)
+        for future in self._confirm_waiters.pop(channel, ()):
+            if not future.done():
+                future.set_result(None)
+
     def unsubscribe(self, channel: str) -> None:
         """Stop listening to ``channel``."""
         self._wanted.discard(channel)
+        self._confirmed.discard(channel)
         if self._writer is not None and self._loop is asyncio.get_running_loop():
             self._writer.write(_command("UNSUBSCRIBE", self.live_key(channel)))
 
@@ -232,6 +259,8 @@ class RedisBackend(Backend):
         return reader, writer
 
     async def _listen(self) -> None:
+        started_ms = time.time_ns() // 1_000_000
+        failed = False
         delay = 0.05
         prefix = f"{self.prefix}:p:".encode()
         control = self.control_key.encode()
@@ -239,18 +268,33 @@ class RedisBackend(Backend):
             writer = None
             try:
                 reader, writer = await self._connect()
+                if self._last_key is None:
+                    # Where delivery starts, so that catch-up after a reconnect has a floor
+                    # even if nothing was delivered yet: Redis' clock now, or, if Redis was
+                    # unreachable when the first session subscribed, the local clock back
+                    # then (less a second for skew: better an old event than a lost one).
+                    if failed:
+                        floor = started_ms - 1000
+                    else:
+                        seconds, micros = await self.client().time()
+                        floor = seconds * 1000 + micros // 1000
+                    self._last_key, self._last_id = (floor, -1), f"{floor}-0"
                 keys = [self.control_key, *(self.live_key(c) for c in self._wanted)]
                 writer.write(_command("SUBSCRIBE", *keys))
                 self._writer = writer
-                if self._last_id is not None:
-                    await self._catch_up()
+                await self._catch_up()
                 if not self.connected:
                     self.connected = True
                     logger.info("stream_app listener connected to Redis")
                 delay = 0.05
                 while True:
                     reply = await _read_reply(reader)
-                    if not isinstance(reply, list) or reply[0] != b"message":
+                    if not isinstance(reply, list) or len(reply) < 3:
+                        continue
+                    if reply[0] == b"subscribe":
+                        self._confirm(reply[1], prefix)
+                        continue
+                    if reply[0] != b"message":
                         continue
                     name, payload = reply[1], reply[2]
                     if name == control:
@@ -264,8 +308,10 @@ class RedisBackend(Backend):
                     logger.warning("stream_app lost Redis (%s); reconnecting", exc)
                 self.connected = False
                 self.reconnects += 1
+                failed = True
             finally:
                 self._writer = None
+                self._confirmed.clear()
                 if writer is not None:
                     writer.close()
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -288,12 +334,25 @@ class RedisBackend(Backend):
         self.deliver(message)
 
     async def _catch_up(self) -> None:
-        """Deliver what was published on our channels while the listener was away."""
-        assert self._last_id is not None
-        history = await self.history(list(self._wanted), self._last_id)
-        if not history.complete:
-            logger.warning("Redis history lost events while the listener was away")
-        for message in history.messages:
+        """Deliver what was published on our channels while the listener was away.
+
+        Reads from the last delivered id inclusive (the floor set at first connect is not an
+        entry id) and skips what was already delivered.
+        """
+        names = list(self._wanted)
+        if not names or self._last_id is None:
+            return
+        async with self.client().pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.xrange(self.stream_key(name), self._last_id, "+")
+            results = await pipe.execute()
+        messages = [
+            Message.loads(name, entry_id, fields["m"])
+            for name, entries in zip(names, results, strict=True)
+            for entry_id, fields in entries
+        ]
+        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
+        for message in messages:
             key = id_key(message.id)
             if key is not None and (self._last_key is None or key > self._last_key):
                 self._last_key, self._last_id = key, message.id
