@@ -652,6 +652,10 @@ async def test_send_due_notifications_twice_concurrently_sends_each_once(
         }
         for out in outputs
     ]
+    # Both runs went for every due row: what one did not send, the other had claimed.
+    for out, sent_ids in zip(outputs, sent_by_run, strict=True):
+        summary = f"sent {len(sent_ids)}, claimed elsewhere {count - len(sent_ids)}, failed 0"
+        assert summary in out
     assert sent_by_run[0] | sent_by_run[1] == set(due)
     assert sent_by_run[0] & sent_by_run[1] == set()
     for got in received:
