@@ -225,3 +225,9 @@ async def fetch_json(url: str, **kwargs: object) -> Any:
     """GET a JSON endpoint of a test server."""
     async with httpx.AsyncClient(timeout=10) as client:
         return (await client.get(url, **kwargs)).json()  # type: ignore[arg-type]
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, in KiB (from /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS")))

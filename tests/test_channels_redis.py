@@ -18,7 +18,7 @@ import redis
 
 from stream_app.protocol import Event
 from stream_app.testing import EventStream
-from tests.conftest import ROOT, RedisServer, Server, fetch_json, free_port
+from tests.conftest import ROOT, RedisServer, Server, fetch_json, free_port, rss_kb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -252,9 +252,7 @@ async def test_redis_stuck_client_is_closed_without_delaying_others(
                 break
         assert state["slow_consumers"] == 1
         assert state["channels"].get("alpha") == 1
-        status = open(f"/proc/{worker.proc.pid}/status").read().splitlines()
-        rss_kb = int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
-        assert rss_kb < 300_000
+        assert rss_kb(worker.proc.pid) < 300_000
     finally:
         stuck.close()
         await reader.close()
