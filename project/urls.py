@@ -21,6 +21,7 @@ urlpatterns = [
     # The same model as an OpenAI-compatible API and a Vercel AI SDK useChat endpoint.
     path("v1/chat/completions", chat_api.openai_chat_completions),
     path("api/chat", chat_api.vercel_chat),
+    path("api/stream", chat_api.events_stream),
 ]
 
 if settings.DEMO_SERVE_STATIC:

@@ -5,6 +5,8 @@
   ``base_url``. Bearer token ``CHAT_API_TOKEN`` (the endpoint is off without one).
 - ``POST /api/chat``: the Vercel AI SDK ``useChat`` endpoint (UI message stream v1). Same-origin
   pages send the CSRF token; other clients the bearer token.
+- ``POST /api/stream`` ``{"messages": [...]}``: the answer as our named events (``token``,
+  ``tool_call``, ``usage``, ``done``, ``error``), the simplest direct stream. Same access rule.
 
 Both are direct streams: the upstream call lives as long as the client's connection.
 """
@@ -26,7 +28,7 @@ from stream_app.llm.responses import llm_response
 
 from .views import error
 
-__all__ = ["openai_chat_completions", "vercel_chat"]
+__all__ = ["events_stream", "openai_chat_completions", "vercel_chat"]
 
 # Request fields passed through to the upstream (the rest are ours or not supported).
 PASS_THROUGH = {
@@ -126,18 +128,29 @@ def _ui_messages(messages: Any) -> list[dict[str, str]] | None:
     return converted
 
 
+def _ok(request: HttpRequest) -> HttpResponse:
+    return HttpResponse()
+
+
+def _page_or_token(request: HttpRequest) -> HttpResponse | None:
+    """None if the request has the bearer token or passes Django's CSRF check (a page)."""
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "POST the chat's messages")
+    if _bearer_ok(request):
+        return None
+    # Pass a callback that is not csrf_exempt: process_view skips exempt views entirely.
+    rejected = CsrfViewMiddleware(_ok).process_view(request, _ok, (), {})
+    if rejected is not None:
+        return error(403, "csrf_failed", "CSRF verification failed")
+    return None
+
+
 @csrf_exempt
 async def vercel_chat(request: HttpRequest) -> HttpResponseBase:
     """``POST /api/chat`` for ``useChat``: the answer as a UI message stream (v1)."""
-    if request.method != "POST":
-        return error(405, "method_not_allowed", "POST the chat's messages")
-    if not _bearer_ok(request):
-        # A page of this site: the usual CSRF check (header X-CSRFToken, cookie).
-        rejected = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
-            request, vercel_chat, (), {}
-        )
-        if rejected is not None:
-            return error(403, "csrf_failed", "CSRF verification failed")
+    refused = _page_or_token(request)
+    if refused is not None:
+        return refused
     body, refused = _json_body(request)
     if refused is not None:
         return refused
@@ -149,3 +162,20 @@ async def vercel_chat(request: HttpRequest) -> HttpResponseBase:
     return await llm_response(
         request, stream_chat(messages), format="vercel", message_id=message_id
     )
+
+
+@csrf_exempt
+async def events_stream(request: HttpRequest) -> HttpResponseBase:
+    """``POST /api/stream``: the answer as our named events, tied to this connection."""
+    refused = _page_or_token(request)
+    if refused is not None:
+        return refused
+    body, refused = _json_body(request)
+    if refused is not None:
+        return refused
+    assert body is not None
+    messages = _ui_messages(body.get("messages"))
+    if messages is None:
+        return error(400, "invalid_messages", "'messages' must be a list of chat messages")
+    params = {key: body[key] for key in ("tools", "tool_choice") if key in body}
+    return await llm_response(request, stream_chat(messages, **params))
