@@ -86,8 +86,9 @@ def start_server(kind: str, env: dict[str, str] | None = None, port: int | None 
             "--port",
             str(port),
             "--no-access-log",
+            # Django's own handler refuses the lifespan protocol; ours speaks it.
             "--lifespan",
-            "on",
+            "auto" if (env or {}).get("STREAM_PLAIN_DJANGO") else "on",
             "--timeout-graceful-shutdown",
             "5",
             app,

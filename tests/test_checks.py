@@ -1,0 +1,78 @@
+"""System checks: each id, raised exactly when its mistake is present."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+from stream_app import checks
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_check_e001_runserver_without_daphne(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+    assert ids(checks.check_server()) == ["stream_app.E001"]
+    assert "stream_app.E001" in ids(run_checks())
+
+
+def test_check_e001_quiet_with_daphne_or_other_commands(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
+    assert "daphne" in settings.INSTALLED_APPS
+    assert checks.check_server() == []
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+    monkeypatch.setattr(sys, "argv", ["manage.py", "migrate"])
+    assert checks.check_server() == []
+
+
+def test_check_w002_gzip_middleware(settings: Any) -> None:
+    assert checks.check_gzip() == []
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    assert ids(checks.check_gzip()) == ["stream_app.W002"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({}, []),
+        ({"KEEP_ALIVE": 5, "RETRY": None}, []),
+        ({"TYPO": 1}, ["stream_app.E003"]),
+        ([], ["stream_app.E004"]),
+        ({"MAX_QUEUE": 0}, ["stream_app.E006"]),
+        ({"KEEP_ALIVE": -1}, ["stream_app.E006"]),
+        ({"RETRY": "soon"}, ["stream_app.E006"]),
+        ({"HISTORY_SIZE": 1.5, "TYPO": 1}, ["stream_app.E003", "stream_app.E006"]),
+    ],
+)
+def test_check_settings(value: Any, expected: list[str]) -> None:
+    with override_settings(STREAM_APP=value):
+        assert ids(checks.check_settings()) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("stream_app.backends.memory.MemoryBackend", []),
+        ("stream_app.backends.redis.RedisBackend", []),
+        ("stream_app.backends.nope.NopeBackend", ["stream_app.E005"]),
+    ],
+)
+def test_check_e005_backend_import(path: str, expected: list[str]) -> None:
+    with override_settings(STREAM_APP={"BACKEND": path}):
+        assert ids(checks.check_backend()) == expected
+
+
+def test_checks_are_registered() -> None:
+    with override_settings(STREAM_APP={"TYPO": 1}):
+        assert "stream_app.E003" in ids(run_checks())
