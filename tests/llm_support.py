@@ -8,12 +8,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from stream_app.protocol import Event
+from stream_app.testing import EventStream
 from tests.fake_openai import FakeOpenAI
 
 API_TOKEN = "test-api-token"
@@ -74,3 +79,48 @@ def generation_id_of(events: list[object]) -> str:
             assert match
             return match.group(1)
     raise AssertionError("no generation event")
+
+
+class PostStream(EventStream):
+    """An ``EventStream`` opened with a POST of a JSON body (starting a generation)."""
+
+    def __init__(self, url: str, body: Any, *, client: httpx.AsyncClient, **kwargs: Any) -> None:
+        super().__init__(url, client=client, method="POST", **kwargs)
+        self.body = body
+
+    async def open(self) -> PostStream:
+        """Send the POST and read the status line and headers."""
+        self.opened_at = time.perf_counter()
+        request = self.client.build_request("POST", self.url, headers=self.headers, json=self.body)
+        self.response = await self.client.send(request, stream=True)
+        self._iterator = self.response.aiter_raw()
+        return self
+
+
+def token_text(events: list[Event]) -> str:
+    """The answer text carried by ``token`` events."""
+    return "".join(json.loads(e.data or "")["text"] for e in events if e.event == "token")
+
+
+def expected_tokens(count: int) -> str:
+    """The text of the fake upstream's ``[tokens=N]`` answer."""
+    return "".join(f"t{i} " for i in range(count))
+
+
+async def read_until_tokens(stream: EventStream, count: int, timeout: float = 10) -> list[Event]:
+    """Events until ``count`` tokens (coalesced text pieces) have arrived."""
+    events: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while sum(e.event == "token" for e in events) < count:
+        assert time.monotonic() < deadline, "tokens did not arrive"
+        events.append(await stream.next_event(timeout))
+    return events
+
+
+async def page_history(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The conversation the chat page renders for ``client``."""
+    page = await client.get("/")
+    match = re.search(r'<script id="history" type="application/json">(.*?)</script>', page.text)
+    assert match, "the page embeds its history"
+    history: list[dict[str, Any]] = json.loads(match.group(1))
+    return history
