@@ -106,6 +106,24 @@ def _command(*args: str | bytes) -> bytes:
     return b"".join(parts)
 
 
+def _trimmed_after(info: dict[str, Any], key: tuple[int, ...]) -> bool:
+    """Whether ``XINFO STREAM`` shows entries newer than ``key`` may have been trimmed.
+
+    ``MAXLEN`` trimming does not move ``max-deleted-entry-id`` (only XDEL does), so: entries
+    were removed (more added than remain) and the oldest one left is newer than ``key``.
+    Trimming removes the oldest first, so anything removed is older than that entry; when
+    it is newer than ``key``, some of what was removed may be too.
+    """
+    deleted = id_key(str(info.get("max-deleted-entry-id") or "0-0"))
+    if deleted is not None and deleted > key:
+        return True
+    first = info.get("first-entry")
+    if not first or int(info.get("entries-added") or 0) <= int(info.get("length") or 0):
+        return False
+    first_key = id_key(str(first[0]))
+    return first_key is not None and first_key > key
+
+
 class RedisBackend(Backend):
     """Production backend for several workers sharing one Redis."""
 
@@ -396,10 +414,8 @@ class RedisBackend(Backend):
             entries, info = results[1 + 2 * index], results[2 + 2 * index]
             if isinstance(entries, Exception):
                 raise entries
-            if isinstance(info, dict):
-                deleted = id_key(str(info.get("max-deleted-entry-id", "0-0")))
-                if deleted is not None and deleted > key:
-                    complete = False
+            if isinstance(info, dict) and _trimmed_after(info, key):
+                complete = False
             for entry_id, fields in entries:
                 messages.append(Message.loads(name, entry_id, fields["m"]))
         messages.sort(key=lambda m: id_key(m.id) or (0, 0))

@@ -1,0 +1,128 @@
+"""The Redis backend in this process, against a real Redis: ids, history, trimming, TTLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.test import override_settings
+
+from stream_app.backends import get_backend, reset_backend
+from stream_app.backends.base import Message, id_key
+from stream_app.backends.redis import RedisBackend
+from tests.conftest import RedisServer
+
+
+@pytest.fixture
+def backend(redis_server: RedisServer) -> Iterator[RedisBackend]:
+    if redis_server.proc is None:
+        redis_server.start()
+    prefix = f"unit{time.monotonic_ns()}"
+    options = {
+        "BACKEND": "stream_app.backends.redis.RedisBackend",
+        "REDIS_URL": redis_server.url,
+        "KEY_PREFIX": prefix,
+        "HISTORY_SIZE": 5,
+    }
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        found = get_backend()
+        assert isinstance(found, RedisBackend)
+        yield found
+    reset_backend()
+
+
+async def publish(backend: RedisBackend, channel: str, data: str, **kw: Any) -> str:
+    return await backend.publish(Message(channel, data, **kw))
+
+
+async def test_redis_ids_grow_across_channels_and_sync_publishers(backend: RedisBackend) -> None:
+    ids = [
+        await publish(backend, "a", "1"),
+        await publish(backend, "b", "2"),
+        backend.publish_sync(Message("a", "3")),
+        await publish(backend, "b", "4"),
+    ]
+    keys = [id_key(i) for i in ids]
+    assert None not in keys
+    assert keys == sorted(keys)  # type: ignore[type-var]
+    assert len(set(ids)) == 4
+    await backend.aclose()
+
+
+async def test_redis_history_merges_channels_in_id_order(backend: RedisBackend) -> None:
+    mark = await publish(backend, "a", "mark")
+    sent = [
+        await publish(backend, "a", "a1", event="x"),
+        await publish(backend, "b", "b1", filter={"plan": "pro"}),
+        await publish(backend, "a", "a2"),
+    ]
+    history = await backend.history(["a", "b", "unused"], mark)
+    assert history.complete
+    assert [(m.channel, m.data, m.id) for m in history.messages] == [
+        ("a", "a1", sent[0]),
+        ("b", "b1", sent[1]),
+        ("a", "a2", sent[2]),
+    ]
+    assert history.messages[0].event == "x"
+    assert history.messages[1].filter == {"plan": "pro"}
+    await backend.aclose()
+
+
+async def test_redis_history_is_incomplete_once_trimmed_past_the_id(
+    backend: RedisBackend,
+) -> None:
+    mark = await publish(backend, "t", "mark")
+    for i in range(300):
+        await publish(backend, "t", str(i))
+    history = await backend.history(["t"], mark)
+    assert not history.complete
+    recent = history.messages[-1].id
+    for i in range(3):
+        await publish(backend, "t", f"new{i}")
+    assert (await backend.history(["t"], recent)).complete
+    await backend.aclose()
+
+
+async def test_redis_history_of_a_lost_epoch_is_incomplete(backend: RedisBackend) -> None:
+    await publish(backend, "e", "x")
+    history = await backend.history(["e"], "1000-0")
+    assert not history.complete
+    await backend.aclose()
+
+
+async def test_redis_every_key_has_a_ttl(backend: RedisBackend, redis_server: RedisServer) -> None:
+    for channel in ("k1", "k2"):
+        await publish(backend, channel, "x")
+    client = redis.Redis(port=redis_server.port)
+    try:
+        keys = list(client.scan_iter(f"{backend.prefix}:*"))
+        assert len(keys) == 4
+        assert all(0 < client.pttl(key) <= 24 * 3600 * 1000 for key in keys)
+    finally:
+        client.close()
+    await backend.aclose()
+
+
+async def test_redis_publish_without_redis_raises_backend_unavailable() -> None:
+    from stream_app.backends.base import BackendUnavailable
+    from tests.conftest import free_port
+
+    with override_settings(
+        STREAM_APP={
+            "BACKEND": "stream_app.backends.redis.RedisBackend",
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    ):
+        reset_backend()
+        backend = get_backend()
+        with pytest.raises(BackendUnavailable, match="unreachable"):
+            await backend.publish(Message("x", "y"))
+        with pytest.raises(BackendUnavailable):
+            backend.publish_sync(Message("x", "y"))
+        assert not await backend.ping()
+        await backend.aclose()
+    reset_backend()
