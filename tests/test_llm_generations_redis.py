@@ -1,0 +1,123 @@
+"""Generations across workers on the Redis backend: a daphne and a uvicorn process, one Redis.
+
+A generation runs on the worker that received the POST; any other worker resumes it from the
+backend's history and follows its live tail, cancels it, and counts as a listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from stream_app.backends.base import id_key
+from stream_app.protocol import Event
+from stream_app.testing import EventStream
+from tests.fake_openai import FakeOpenAI
+from tests.llm_support import (
+    PostStream,
+    chat_client_factory,  # noqa: F401 (fixture)
+    expected_tokens,
+    fake_openai,  # noqa: F401 (fixture)
+    llm_env,
+    read_until_tokens,
+    token_text,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+GRACE = 1.5
+
+
+@pytest.fixture
+def workers(
+    server_factory: Any,
+    redis_env: dict[str, str],
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> tuple[Any, Any]:
+    """Two workers of different kinds sharing one Redis (and one key prefix)."""
+    env = llm_env(fake_openai, STREAM_GENERATION_GRACE=str(GRACE), **redis_env)
+    return server_factory("daphne", env), server_factory("uvicorn", env)
+
+
+async def test_generation_resumed_on_another_worker_loses_and_duplicates_no_token(
+    workers: tuple[Any, Any],
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    first, second = workers
+    client = await chat_client_factory(first.url)
+    stream = await PostStream(
+        f"{first.url}/chat/send/", {"message": "[tokens=300] [delay=5]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 4)
+    await stream.close()
+    meta = json.loads(events[0].data or "")
+    last_id = events[-1].id or ""
+    async with EventStream(
+        f"{second.url}{meta['stream_url']}", client=client, headers={"Last-Event-ID": last_id}
+    ) as resumed:
+        assert resumed.status_code == 200
+        rest = await resumed.read_all()
+    assert rest[-1].event == "done"
+    assert token_text(events) + token_text(rest) == expected_tokens(300)
+    keys = [id_key(e.id or "") for e in events + rest]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    # And a reload on the second worker replays the whole answer, finished.
+    async with EventStream(f"{second.url}{meta['stream_url']}", client=client) as replay:
+        everything: list[Event] = await replay.read_all()
+    assert token_text(everything) == expected_tokens(300)
+
+
+async def test_generation_cancelled_from_another_worker(
+    workers: tuple[Any, Any],
+    chat_client_factory: Any,  # noqa: F811
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    first, second = workers
+    client = await chat_client_factory(first.url)
+    stream = await PostStream(
+        f"{first.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    call = fake_openai.last_call()
+    meta = json.loads(events[0].data or "")
+    asked = time.monotonic()
+    response = await client.post(f"{second.url}{meta['cancel_url']}")
+    assert response.status_code == 202
+    events += await stream.read_all()
+    await stream.close()
+    done = json.loads(events[-1].data or "")
+    assert done["finish_reason"] == "cancelled"
+    closed = await asyncio.to_thread(fake_openai.wait_closed, call, 5.0)
+    assert closed is not None
+    assert closed - asked < 1.5
+
+
+async def test_generation_listener_on_another_worker_keeps_it_alive(
+    workers: tuple[Any, Any],
+    chat_client_factory: Any,  # noqa: F811
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    first, second = workers
+    client = await chat_client_factory(first.url)
+    stream = await PostStream(
+        f"{first.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    call = fake_openai.last_call()
+    meta = json.loads(events[0].data or "")
+    watcher = await EventStream(f"{second.url}{meta['stream_url']}", client=client).open()
+    await read_until_tokens(watcher, 2)
+    await stream.close()
+    # Only the second worker listens now: past the grace period the answer still streams.
+    await asyncio.sleep(GRACE + 1.5)
+    assert call.closed_at is None
+    await read_until_tokens(watcher, 2)
+    await watcher.close()
+    left = time.monotonic()
+    closed = await asyncio.to_thread(fake_openai.wait_closed, call, GRACE + 5)
+    assert closed is not None
+    assert closed - left >= GRACE - 0.3
