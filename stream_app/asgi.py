@@ -125,6 +125,8 @@ class StreamASGIHandler(ASGIHandler):
                 await prefetch()
             except Exception as exc:
                 # Nothing is sent yet: answer like any failing view.
+                if slot.request is None:
+                    raise
                 error_response = await sync_to_async(response_for_exception)(slot.request, exc)
                 await super().send_response(error_response, send)
                 session._abort("error")

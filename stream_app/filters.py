@@ -136,18 +136,24 @@ def _compile(spec: Any, path: str, depth: int) -> Predicate:
             if not isinstance(value, list | tuple) or not value:
                 raise FilterError(f"{here}: needs a non-empty list of filters")
             parts = [_compile(item, f"{here}[{i}]", depth + 1) for i, item in enumerate(value)]
-            if key == "all":
-                predicates.append(lambda state, parts=parts: all(p(state) for p in parts))
-            else:
-                predicates.append(lambda state, parts=parts: any(p(state) for p in parts))
+            predicates.append(_all(parts) if key == "all" else _any(parts))
         elif key == "not":
-            inner = _compile(value, here, depth + 1)
-            predicates.append(lambda state, inner=inner: not inner(state))
+            predicates.append(_not(_compile(value, here, depth + 1)))
         else:
             predicates.append(_field(key, value, here))
-    if len(predicates) == 1:
-        return predicates[0]
-    return lambda state: all(p(state) for p in predicates)
+    return predicates[0] if len(predicates) == 1 else _all(predicates)
+
+
+def _all(parts: list[Predicate]) -> Predicate:
+    return lambda state: all(p(state) for p in parts)
+
+
+def _any(parts: list[Predicate]) -> Predicate:
+    return lambda state: any(p(state) for p in parts)
+
+
+def _not(inner: Predicate) -> Predicate:
+    return lambda state: not inner(state)
 
 
 def compile_filter(spec: Any) -> Predicate | None:

@@ -16,7 +16,7 @@ import hmac
 import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
@@ -43,7 +43,7 @@ def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
 
-async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpResponse:
+async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpResponseBase:
     """Stream the channels the client asks for, after checking each one."""
     try:
         require_asgi(request)
@@ -83,6 +83,11 @@ def _bearer_ok(request: HttpRequest) -> bool:
     return hmac.compare_digest(header[7:].encode(), str(token).encode())
 
 
+def _csrf_protected(request: HttpRequest) -> HttpResponse:
+    """Stands for a view without csrf_exempt when publish_view checks CSRF by hand."""
+    return HttpResponse()
+
+
 @csrf_exempt
 async def publish_view(request: HttpRequest) -> HttpResponse:
     """POST ``{"channel", "data", "event"?, "filter"?}``: broadcast; answers ``{"id": ...}``.
@@ -96,8 +101,10 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         user = await request.auser()
         if not (user.is_authenticated and user.is_staff):
             return error(403, "forbidden", "staff session or publish token required")
-        rejected = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
-            request, publish_view, (), {}
+        # publish_view itself is csrf_exempt (token callers have no cookie): run the check
+        # as for an ordinary protected view.
+        rejected = CsrfViewMiddleware(_csrf_protected).process_view(
+            request, _csrf_protected, (), {}
         )
         if rejected is not None:
             return error(403, "csrf_failed", "CSRF verification failed")

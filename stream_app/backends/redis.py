@@ -259,7 +259,7 @@ class RedisBackend(Backend):
             self._writer.write(_command("UNSUBSCRIBE", self.live_key(channel)))
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        options = parse_url(self.url)
+        options = parse_url(self.url)  # type: ignore[no-untyped-call]
         if "path" in options:
             reader, writer = await asyncio.open_unix_connection(options["path"])
         else:
@@ -388,7 +388,9 @@ class RedisBackend(Backend):
     async def _reply(self, key: str, count: int) -> None:
         try:
             async with self.client().pipeline(transaction=False) as pipe:
-                await pipe.rpush(key, count).pexpire(key, 10_000).execute()
+                pipe.rpush(key, count)
+                pipe.pexpire(key, 10_000)
+                await pipe.execute()
         except _NETWORK_ERRORS:
             logger.warning("could not answer a session count request")
 

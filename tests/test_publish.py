@@ -1,0 +1,101 @@
+"""The HTTP publish endpoint: who may publish, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+
+from stream_app.backends import reset_backend
+
+pytestmark = pytest.mark.django_db
+URL = "/stream/publish/"
+TOKEN = {"HTTP_AUTHORIZATION": "Bearer test-token"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend() -> None:
+    reset_backend()
+
+
+def post(client: Client, body: Any, **extra: Any) -> Any:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(URL, data=data, content_type="application/json", **extra)
+
+
+def test_publish_with_token_answers_the_id() -> None:
+    response = post(Client(), {"channel": "news", "data": {"a": 1}, "event": "x"}, **TOKEN)
+    assert response.status_code == 201
+    assert response.json()["channel"] == "news"
+    assert response.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"HTTP_AUTHORIZATION": "Bearer wrong"}, {"HTTP_AUTHORIZATION": "test-token"}],
+)
+def test_publish_without_valid_token_or_staff_is_forbidden(headers: dict[str, str]) -> None:
+    response = post(Client(), {"channel": "news", "data": 1}, **headers)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+@override_settings(STREAM_APP={"PUBLISH_TOKEN": None})
+def test_publish_token_unset_refuses_every_bearer() -> None:
+    assert post(Client(), {"channel": "news", "data": 1}, **TOKEN).status_code == 403
+
+
+def test_publish_staff_session_needs_csrf() -> None:
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff)
+    response = post(client, {"channel": "news", "data": 1})
+    assert response.status_code == 403
+    assert response.json()["error"] == "csrf_failed"
+    token = "a" * 32
+    client.cookies["csrftoken"] = token
+    response = post(client, {"channel": "news", "data": 1}, HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 201
+
+
+def test_publish_non_staff_session_is_forbidden() -> None:
+    user = User.objects.create_user("user", password="pw")
+    client = Client()
+    client.force_login(user)
+    assert post(client, {"channel": "news", "data": 1}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("{not json", 400, "invalid_json"),
+        ("[1, 2]", 400, "invalid_request"),
+        ({"data": 1}, 400, "invalid_request"),
+        ({"channel": "news"}, 400, "invalid_request"),
+        ({"channel": "news", "data": 1, "extra": 1}, 400, "invalid_request"),
+        ({"channel": "bad name", "data": 1}, 400, "invalid_channel"),
+        ({"channel": "news", "data": 1, "event": "a\nb"}, 400, "invalid_event"),
+        ({"channel": "news", "data": 1, "event": 5}, 400, "invalid_event"),
+        ({"channel": "news", "data": 1, "filter": {"x__in": 1}}, 400, "invalid_filter"),
+        ({"channel": "news", "data": 1, "filter": "x"}, 400, "invalid_filter"),
+    ],
+)
+def test_publish_bad_input_is_a_clear_error(body: Any, status: int, code: str) -> None:
+    response = post(Client(), body, **TOKEN)
+    assert response.status_code == status
+    assert response.json()["error"] == code
+    assert response.json()["message"]
+
+
+@override_settings(STREAM_APP={"MAX_MESSAGE_BYTES": 1000, "PUBLISH_TOKEN": "test-token"})
+def test_publish_oversized_payload_is_413() -> None:
+    response = post(Client(), {"channel": "news", "data": "x" * 2000}, **TOKEN)
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+
+def test_publish_needs_post() -> None:
+    assert Client().get(URL, **TOKEN).status_code == 405
