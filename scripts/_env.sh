@@ -1,0 +1,41 @@
+# Shared by scripts/test and scripts/demo: a virtualenv with the project installed.
+# ensure_venv DIR PYTHON [pip requirement...]
+ensure_venv() {
+    local dir="$1" python="$2"
+    shift 2
+    if [ ! -x "$dir/bin/python" ]; then
+        "$python" -m venv "$dir"
+        "$dir/bin/python" -m pip install -q --upgrade pip
+    fi
+    "$dir/bin/python" -m pip install -q -e ".[test]" "$@"
+}
+
+# need_command CMD DEBIAN_PACKAGE: install the package with apt-get when possible, else fail
+# with a message that names what is missing.
+need_command() {
+    local cmd="$1" package="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing $package (for $cmd)"
+        if [ -z "${APT_UPDATED:-}" ]; then
+            apt-get update -qq && APT_UPDATED=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    fi
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "error: '$cmd' is missing: install the Debian package '$package' (apt-get install $package)" >&2
+        exit 1
+    fi
+}
+
+# A Python 3.12+ for the newest Django, if this machine has one (PATH or pyenv).
+newer_python() {
+    local candidate
+    for candidate in python3.13 python3.12 "$HOME"/.pyenv/versions/3.13*/bin/python "$HOME"/.pyenv/versions/3.12*/bin/python; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
