@@ -32,6 +32,7 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import app_settings
+from .lifecycle import install_signal_handlers
 
 __all__ = ["StreamASGIHandler", "StreamingRequiresASGI", "get_asgi_application", "require_asgi"]
 
@@ -91,6 +92,7 @@ class StreamASGIHandler(ASGIHandler):
 
             await serve_lifespan(receive, send)
             return
+        install_signal_handlers()
         slot = _Slot(scope.get("method", "GET"))
         token = _handoff.set(slot)
         try:

@@ -43,6 +43,12 @@ DEFAULTS: dict[str, Any] = {
     # Graceful shutdown: seconds to let streams end, and the base of the jittered retry (ms).
     "SHUTDOWN_GRACE": 5.0,
     "SHUTDOWN_RETRY": 1000,
+    # Limits: a stream's longest life in seconds (None: no limit; each session gets up to 20%
+    # less, so reconnects spread out), the longest one write may take before the peer is
+    # dropped as stuck, and open streams per user per worker (None: no cap).
+    "MAX_LIFETIME": None,
+    "WRITE_TIMEOUT": 30.0,
+    "MAX_CONNECTIONS_PER_USER": None,
     # Stream the response outside Django's per-request thread (see stream_app.asgi).
     "HANDOFF": True,
     # Hooks (dotted paths) ``async (session, channel_names) -> None`` that stream_view awaits

@@ -1,8 +1,14 @@
-"""Process lifecycle: the ASGI lifespan protocol and graceful shutdown of open streams.
+"""Process lifecycle: background tasks, graceful shutdown on SIGTERM, the ASGI lifespan.
 
-On shutdown every open stream is told to come back later (a ``retry`` with jitter, so that
-thousands of clients do not reconnect in the same millisecond) and is then closed; clients
-reconnect to another worker and resume with ``Last-Event-ID``.
+On SIGTERM (or the first SIGINT) every open stream is told to come back later (a ``retry``
+with jitter, so thousands of clients do not reconnect in the same millisecond) and is closed
+once what is queued has been written; streams that start meanwhile get the same treatment at
+once, so they move to another worker. Then the server's own signal handler runs (uvicorn stops
+accepting and exits; daphne stops its reactor). Clients reconnect to another worker and resume
+with ``Last-Event-ID``. A second signal skips the wait.
+
+uvicorn does not end open streams by itself on SIGTERM and daphne cancels them without a word;
+the handler is installed, chained to the server's, when the first request arrives.
 """
 
 from __future__ import annotations
@@ -10,15 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 from .conf import app_settings
 
-__all__ = ["serve_lifespan", "shutdown_sessions", "spawn"]
+__all__ = [
+    "install_signal_handlers",
+    "is_shutting_down",
+    "retry_frame",
+    "serve_lifespan",
+    "shutdown_sessions",
+    "spawn",
+]
 
 logger = logging.getLogger("stream_app")
 _background: set[asyncio.Future[Any]] = set()
+_state = {"shutting_down": False, "installed": False}
 
 
 def spawn(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
@@ -32,44 +49,88 @@ def spawn(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
     return task
 
 
+def is_shutting_down() -> bool:
+    """True once this process has begun a graceful shutdown."""
+    return _state["shutting_down"]
+
+
+def retry_frame() -> bytes:
+    """A ``retry`` field between SHUTDOWN_RETRY and twice that, in milliseconds."""
+    base = app_settings.SHUTDOWN_RETRY
+    return f"retry: {base + random.randint(0, base)}\n\n".encode()
+
+
 async def shutdown_sessions(grace: float | None = None) -> int:
     """Ask every open session to reconnect elsewhere and close it; returns how many.
 
-    Each client gets ``retry: <base + jitter>`` then the stream ends once its queue is written;
-    sessions still open after ``grace`` seconds are aborted.
+    Sessions still open after ``grace`` seconds (a peer that does not read) are aborted.
     """
     from .sessions import live_sessions
 
+    _state["shutting_down"] = True
     grace = app_settings.SHUTDOWN_GRACE if grace is None else grace
     sessions = list(live_sessions)
-    base = app_settings.SHUTDOWN_RETRY
     for session in sessions:
-        session._enqueue(f"retry: {base + random.randint(0, base)}\n\n".encode(), keep_alive=True)
-        session.close_reason = "shutdown"
-        session.close()
+        session.end_for_shutdown()
     if sessions:
         _, pending = await asyncio.wait(
             [asyncio.ensure_future(s.wait_closed()) for s in sessions], timeout=grace
         )
         for session in sessions:
-            if not session.is_closed:
-                session._abort("shutdown")
-        logger.info(
-            "closed %d streams for shutdown (%d past the grace period)", len(sessions), len(pending)
-        )
-    from .backends import close_backends
-
-    await close_backends()
+            session._abort("shutdown")
+        logger.info("shutdown streams=%d past_grace=%d", len(sessions), len(pending))
     return len(sessions)
 
 
+def install_signal_handlers() -> None:
+    """Chain a graceful-shutdown handler in front of the server's SIGTERM and SIGINT handlers.
+
+    Called from the running event loop in the main thread; does nothing elsewhere or twice.
+    """
+    if _state["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    _state["installed"] = True
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            # SIG_DFL / SIG_IGN: the server did not take the signal; keep Python's default.
+            continue
+        signal.signal(signum, _handler(loop, previous))
+
+
+def _handler(
+    loop: asyncio.AbstractEventLoop, previous: Callable[[int, FrameType | None], Any]
+) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if _state["shutting_down"]:
+            previous(signum, frame)
+            return
+        _state["shutting_down"] = True
+        logger.info("shutdown signal=%d: closing streams", signum)
+
+        async def drain_then_stop() -> None:
+            try:
+                await shutdown_sessions()
+            finally:
+                previous(signum, frame)
+
+        loop.call_soon_threadsafe(lambda: spawn(drain_then_stop()))
+
+    return handle
+
+
 async def serve_lifespan(receive: Any, send: Any) -> None:
-    """Answer the ASGI lifespan protocol; shutdown closes streams gracefully."""
+    """Answer the ASGI lifespan protocol; shutdown closes streams and the backend."""
+    from .backends import close_backends
+
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            install_signal_handlers()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown_sessions()
+            await close_backends()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, StreamingHttpResponse
 
-from . import protocol
+from . import lifecycle, protocol
 from .conf import app_settings
 from .signals import session_connected, session_disconnected
 
@@ -56,6 +57,16 @@ SSE_HEADERS = {
 KEEP_ALIVE_FRAME = b":\n\n"
 MAX_LAST_EVENT_ID = 256
 Overflow = Literal["close", "raise"]
+
+
+class _Unset:
+    """The type of UNSET: "use the setting", as distinct from None, "disabled"."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 
 
 class QueueFull(Exception):
@@ -112,7 +123,8 @@ class _Heartbeat:
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
-        tick = max(0.01, (session.keep_alive or 0) / 4)
+        # Lifetimes and write timeouts need no finer clock than a second.
+        tick = max(0.01, session.keep_alive / 4) if session.keep_alive else 1.0
         if self.handle is None or tick < self.tick:
             self.tick = tick if self.handle is None else min(self.tick, tick)
             if self.handle is not None:
@@ -132,6 +144,10 @@ class _Heartbeat:
             if keep_alive is not None and now - session._last_write >= keep_alive:
                 session._enqueue(KEEP_ALIVE_FRAME, keep_alive=True)
             session._check_write_timeout(now)
+            if session._deadline is not None and now >= session._deadline:
+                session._deadline = None
+                session.close_reason = "lifetime"
+                session.close()
         self.handle = self.loop.call_later(self.tick, self._beat) if self.sessions else None
 
 
@@ -211,6 +227,7 @@ class Session:
         "_closed",
         "_closed_waiter",
         "_closing",
+        "_deadline",
         "_last_write",
         "_on_close",
         "_queue",
@@ -224,6 +241,7 @@ class Session:
         "close_reason",
         "keep_alive",
         "last_event_id",
+        "max_lifetime",
         "max_queue",
         "method",
         "overflow",
@@ -250,7 +268,8 @@ class Session:
         state: dict[str, Any] | None = None,
         max_queue: int | None = None,
         overflow: Overflow = "close",
-        write_timeout: float | None = None,
+        write_timeout: float | _Unset | None = UNSET,
+        max_lifetime: float | _Unset | None = UNSET,
         response: SessionResponse | None = None,
     ) -> None:
         if retry is not None:
@@ -266,7 +285,13 @@ class Session:
         self.state: dict[str, Any] = {} if state is None else state
         self.max_queue = app_settings.MAX_QUEUE if max_queue is None else max_queue
         self.overflow = overflow
-        self.write_timeout = write_timeout
+        self.write_timeout = (
+            app_settings.WRITE_TIMEOUT if isinstance(write_timeout, _Unset) else write_timeout
+        )
+        self.max_lifetime = (
+            app_settings.MAX_LIFETIME if isinstance(max_lifetime, _Unset) else max_lifetime
+        )
+        self._deadline: float | None = None
         self.last_event_id = (
             _client_event_id(request) if trust_client_event_id and request is not None else None
         )
@@ -443,6 +468,14 @@ class Session:
 
     # -- ending --------------------------------------------------------------------------------
 
+    def end_for_shutdown(self) -> None:
+        """Tell the client to reconnect in a jittered while, then close (graceful shutdown)."""
+        if self._closed:
+            return
+        self._enqueue(lifecycle.retry_frame(), keep_alive=True)
+        self.close_reason = "shutdown"
+        self.close()
+
     def close(self) -> None:
         """End the stream once everything queued has been written. Idempotent."""
         if self._closed or self._closing:
@@ -528,8 +561,12 @@ class Session:
             # Some servers (daphne) hold the headers back until the first body byte, and a
             # browser fires "open" only when they arrive: open with a comment.
             self._queue.append(KEEP_ALIVE_FRAME)
-        if self.keep_alive is not None:
-            _heartbeat().add(self)
+        if self.max_lifetime:
+            # Up to 20% less, so that clients connected together do not all come back together.
+            self._deadline = self._last_write + self.max_lifetime * (1 - random.random() * 0.2)
+        _heartbeat().add(self)
+        if lifecycle.is_shutting_down():
+            self.end_for_shutdown()
         if session_connected.receivers:
             session_connected.send(sender=Session, session=self)
         if self._start_callback is not None:
@@ -583,7 +620,9 @@ class Session:
             # uvicorn raises ClientDisconnected (an OSError) on a write after a disconnect.
             self._abort("disconnect")
         except asyncio.CancelledError:
-            if self.close_reason not in ("slow_consumer", "write_timeout"):
+            # Our own abort of a writer stuck in a write ends the response; anything else is the
+            # server's cancellation and goes on up.
+            if self.close_reason not in ("slow_consumer", "write_timeout", "shutdown"):
                 raise
         finally:
             watcher.cancel()
@@ -655,16 +694,6 @@ def error_frame(exc: BaseException) -> bytes:
     return protocol.encode_data(_compact_json(body), "error")
 
 
-class _Unset:
-    """The type of UNSET: "use the setting", as distinct from None, "disabled"."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()
-
-
 async def create_session(
     request: HttpRequest,
     *,
@@ -678,7 +707,8 @@ async def create_session(
     state: dict[str, Any] | None = None,
     max_queue: int | None = None,
     overflow: Overflow = "close",
-    write_timeout: float | None = None,
+    write_timeout: float | _Unset | None = UNSET,
+    max_lifetime: float | _Unset | None = UNSET,
 ) -> Session:
     """Create a session for ``request``; return ``session.response`` from the view.
 
@@ -702,6 +732,7 @@ async def create_session(
         max_queue=max_queue,
         overflow=overflow,
         write_timeout=write_timeout,
+        max_lifetime=max_lifetime,
     )
 
 

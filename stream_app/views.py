@@ -7,6 +7,7 @@ HTTP status, never a silent empty stream:
 - 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
 - 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
 - 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
+- 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here;
 - 500 ``asgi_required``: the project is served over WSGI, where nothing would stream.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections import Counter
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -36,6 +38,16 @@ from .permissions import check_subscribe, session_state
 from .sessions import create_session
 
 __all__ = ["publish_view", "stream_view"]
+
+
+# Open streams per user in this process, for MAX_CONNECTIONS_PER_USER.
+_open_per_user: Counter[Any] = Counter()
+
+
+def _release_user(user_id: Any) -> None:
+    _open_per_user[user_id] -= 1
+    if _open_per_user[user_id] <= 0:
+        del _open_per_user[user_id]
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -64,7 +76,15 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
             return error(404, "unknown_channel", f"no channel {name!r}", channel=name)
         if not allowed:
             return error(403, "forbidden", f"not allowed to subscribe to {name!r}", channel=name)
-    session = await create_session(request, state=await session_state(request, user))
+    state = await session_state(request, user)
+    user_id = state["user_id"]
+    cap = app_settings.MAX_CONNECTIONS_PER_USER
+    if cap is not None and user_id is not None and _open_per_user[user_id] >= cap:
+        return error(429, "too_many_connections", f"at most {cap} open streams per user")
+    session = await create_session(request, state=state)
+    if cap is not None and user_id is not None:
+        _open_per_user[user_id] += 1
+        session.on_close(lambda s: _release_user(user_id))
     if request.method != "HEAD":
         await subscribe(session, [get_channel(name) for name in names])
         # Connect hooks push what the session should get first (missed notifications).

@@ -11,6 +11,7 @@ urlpatterns = [
     path("t/idle/", views.idle),
     path("t/last-id/", views.last_id),
     path("t/flood/", views.flood),
+    path("t/flood-held/", views.flood_held),
     path("t/batch/", views.batch),
     path("t/pusher/", views.pusher),
     path("t/failing/", views.failing),

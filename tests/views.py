@@ -74,6 +74,14 @@ async def flood(request: HttpRequest) -> HttpResponse:
     return await create_response(request, run, **_options(request))
 
 
+async def flood_held(request: HttpRequest) -> JsonResponse:
+    """Push ``n`` events of ``size`` bytes to every session held by the test channel."""
+    payload = "x" * int(request.GET.get("size", "1000"))
+    for _ in range(int(request.GET.get("n", "1"))):
+        _hold.broadcast(payload)
+    return JsonResponse({"held": _hold.session_count})
+
+
 async def batch(request: HttpRequest) -> HttpResponse:
     """n events in one batch, after a pause so that the batch is the only write pending."""
     count = int(request.GET.get("n", "50"))
