@@ -73,7 +73,7 @@
     const parts = [];
     if (stats.ttft_ms != null) parts.push("TTFT " + Math.round(stats.ttft_ms) + " ms");
     if (stats.tokens_per_second != null) parts.push(stats.tokens_per_second.toFixed(1) + " tok/s");
-    if (stats.tokens) parts.push(stats.tokens + " tokens");
+    if (stats.tokens) parts.push(stats.tokens + (stats.tokens === 1 ? " token" : " tokens"));
     if (stats.finish_reason === "cancelled") parts.push("stopped");
     else if (stats.finish_reason === "length") parts.push("cut at the length limit");
     view.meta.textContent = parts.join(" · ");
