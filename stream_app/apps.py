@@ -13,6 +13,8 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks
+        from . import checks, logs
 
         checks.register()
+        # Structured connect/disconnect log lines (stream_app.logs).
+        logs.connect_receivers()

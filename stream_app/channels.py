@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 
 from . import protocol
 from .backends import get_backend
-from .backends.base import Message, id_key
+from .backends.base import BackendUnavailable, Message, id_key
 from .conf import app_settings
 from .filters import FilterError, Predicate, compile_filter
 from .lifecycle import spawn
@@ -156,7 +156,12 @@ class Channel:
         message = self._message(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
-        return _sent(get_backend().publish_sync(message), self, message)
+        try:
+            event_id = get_backend().publish_sync(message)
+        except BackendUnavailable as exc:
+            _publish_failed(message, exc)
+            raise
+        return _sent(event_id, self, message)
 
     async def abroadcast(
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
@@ -165,7 +170,12 @@ class Channel:
         message = self._message(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
-        return _sent(await get_backend().publish(message), self, message)
+        try:
+            event_id = await get_backend().publish(message)
+        except BackendUnavailable as exc:
+            _publish_failed(message, exc)
+            raise
+        return _sent(event_id, self, message)
 
     def _deliver_local(self, message: Message) -> str:
         if not message.id:
@@ -245,9 +255,20 @@ def _serialize(data: Any) -> str:
 
 
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
+    from .sessions import stats
+
+    stats.events_published += 1
     if broadcast_sent.receivers:
         broadcast_sent.send(sender=Channel, channel=channel, id=event_id, event=message.event)
     return event_id
+
+
+def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
+    from .logs import log_publish_error
+    from .sessions import stats
+
+    stats.publish_errors += 1
+    log_publish_error(message.channel, exc)
 
 
 def get_channel(name: str) -> Channel:
@@ -306,6 +327,8 @@ async def subscribe(session: Session, channels: Iterable[Channel]) -> None:
 
 
 async def _replay(session: Session, channels: list[Channel]) -> None:
+    from .sessions import stats
+
     after = session.last_event_id or ""
     backend = get_backend()
     if session._replay is None:
@@ -317,6 +340,8 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
         history = await backend.history([c.name for c in channels], after)
         if not history.complete:
             session._enqueue(_reset_frame(after, "history_expired"))
+        else:
+            stats.replay_hits += 1
         seen: set[str] = set()
         for message in history.messages:
             seen.add(message.id)
@@ -340,8 +365,9 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
 
 
 def _reset_frame(after: str, reason: str) -> bytes:
-    from .sessions import _compact_json
+    from .sessions import _compact_json, stats
 
+    stats.replay_resets += 1
     body = {"reason": reason, "last_event_id": after[:64]}
     return protocol.encode_data(_compact_json(body), "reset")
 

@@ -80,6 +80,10 @@ DEFAULTS: dict[str, Any] = {
     "GENERATION_GRACE": 30.0,
     # Demo chat: the longest user message accepted, in characters.
     "CHAT_MAX_LENGTH": 4000,
+    # Observability: bearer token the metrics endpoint requires (None: open; keep the path
+    # private at the proxy), and seconds the health endpoint waits for the backend's ping.
+    "METRICS_TOKEN": None,
+    "HEALTH_TIMEOUT": 2.0,
 }
 
 

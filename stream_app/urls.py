@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import health, metrics, views
 from .notifications import views as notification_views
 
 app_name = "stream_app"
@@ -13,5 +13,8 @@ urlpatterns = [
     path("publish/", views.publish_view, name="publish"),
     path("notifications/read/", notification_views.mark_read_view, name="notifications_read"),
     path("notifications/demo/", notification_views.demo_view, name="notifications_demo"),
+    # Before the catch-all channel route: for Prometheus and load balancers.
+    path("metrics/", metrics.metrics_view, name="metrics"),
+    path("health/", health.health_view, name="health"),
     path("<str:channel>/", views.stream_view, name="channel"),
 ]
