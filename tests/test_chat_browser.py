@@ -245,3 +245,59 @@ async def test_chat_browser_offline_model_is_announced(
         await shot(page, "chat-offline")
     finally:
         await context.close()
+
+
+async def test_chat_browser_cut_connection_resumes_from_last_event_id(page: Page) -> None:
+    async def cut(route: Any) -> None:
+        # Deliver the answer's first frames only, as if the network dropped mid-answer.
+        response = await route.fetch()
+        frames = (await response.body()).split(b"\n\n")
+        assert len(frames) > 12
+        await route.fulfill(response=response, body=b"\n\n".join(frames[:5]) + b"\n\n")
+
+    await page.route("**/chat/send/", cut)
+    resumed: list[str] = []
+    page.on(
+        "request",
+        lambda request: resumed.append(request.url) if "/stream/" in request.url else None,
+    )
+    await ask(page, "[tokens=60] [delay=20] cut me off")
+    await wait_finished(page)
+    assert (await answer_text(page)).strip() == expected_tokens(60).strip()
+    assert any("lastEventId=" in url for url in resumed), resumed
+
+
+async def test_stream_js_parser_follows_the_event_stream_rules(page: Page) -> None:
+    events = await page.evaluate(
+        """() => {
+          const out = [];
+          const parser = new StreamApp.Parser((event) => out.push(event));
+          parser.feed("\\ufeffdata: a\\r");
+          parser.feed("\\ndata: b\\r\\n\\r\\n: a comment\\nevent: x\\nid: 1\\ndata:  two\\n\\n");
+          parser.feed("id: bad\\u0000id\\ndata: c\\n\\nevent: y\\n\\ndata: never");
+          return out;
+        }"""
+    )
+    assert events == [
+        {"type": "message", "data": "a\nb", "lastEventId": None},
+        {"type": "x", "data": " two", "lastEventId": "1"},
+        {"type": "message", "data": "c", "lastEventId": "1"},
+    ]
+
+
+async def test_stream_js_connect_stops_on_204_after_backing_off(page: Page) -> None:
+    result = await page.evaluate(
+        """() => new Promise((resolve) => {
+          const states = [];
+          const started = performance.now();
+          StreamApp.connect("/chat/generations/" + "0".repeat(32) + "/stream/", {
+            onState: (state) => states.push(state),
+            onGone: () => resolve({states, ms: performance.now() - started}),
+          });
+          setTimeout(() => resolve({states, ms: -1}), 8000);
+        })"""
+    )
+    assert result["ms"] > 0, result
+    assert result["states"][0] == "connecting"
+    assert "reconnecting" in result["states"]
+    assert result["states"][-1] == "closed"

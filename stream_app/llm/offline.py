@@ -74,9 +74,9 @@ class OfflineModel:
         words = question.strip().lower().split()
         if not words or words[0].strip("!.,") in ("hi", "hello", "hey"):
             return _GREETING
-        # The question is quoted as plain text: collapse whitespace and markdown emphasis marks
-        # that would close the italics early.
-        quoted = " ".join(question.split())[:200].replace("_", " ").replace("*", " ")
+        # The question is quoted in italics: drop the emphasis marks that would end them early,
+        # and the line breaks that would end the paragraph.
+        quoted = " ".join(question.replace("_", " ").replace("*", " ").split())[:200]
         return _ANSWER.format(question=quoted)
 
     def tokens(self, text: str) -> list[str]:
