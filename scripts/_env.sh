@@ -28,11 +28,12 @@ need_command() {
     fi
 }
 
-# A Python 3.12+ for the newest Django, if this machine has one (PATH or pyenv).
+# A Python 3.12+ for the newest Django, if this machine has one (pyenv or PATH). pyenv shims
+# on PATH answer "command not found" for versions that are not selected: try each one.
 newer_python() {
     local candidate
-    for candidate in python3.13 python3.12 "$HOME"/.pyenv/versions/3.13*/bin/python "$HOME"/.pyenv/versions/3.12*/bin/python; do
-        if command -v "$candidate" >/dev/null 2>&1; then
+    for candidate in "$HOME"/.pyenv/versions/3.13*/bin/python "$HOME"/.pyenv/versions/3.12*/bin/python python3.13 python3.12; do
+        if "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then
             command -v "$candidate"
             return 0
         fi

@@ -104,6 +104,30 @@ async def test_redis_broadcast_reaches_matching_sessions_on_every_worker(
         )
         event = await next_data(pro_b)
         assert (event.data, event.id) == ("beta only", second)
+        command = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "manage.py",
+                "broadcast",
+                "alpha",
+                "from manage.py",
+                "--event",
+                "cmd",
+                "--filter",
+                '{"plan__ne": "pro"}',
+            ],
+            cwd=ROOT,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        from_command = command.stdout.strip()
+        for stream in (free_a, free_b):
+            event = await next_data(stream)
+            assert (event.event, event.data, event.id) == ("cmd", "from manage.py", from_command)
         third = (await publish(b, {"channel": "alpha", "data": "all"})).json()["id"]
         for stream in streams:
             event = await next_data(stream)
