@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from stream_app.testing import EventStream
-from tests.conftest import Server, rss_kb
+from tests.conftest import RedisServer, Server, rss_kb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -114,3 +114,56 @@ async def test_connection_flood_above_the_cap_is_refused_and_bounded(
             await response.aclose()
         await flood.aclose()
         await bystander.close()
+
+
+async def test_redis_restart_during_a_burst_loses_nothing_that_was_published(
+    server_factory: Callable[..., Server], redis_env: dict[str, str], redis_server: RedisServer
+) -> None:
+    env = {**redis_env, "STREAM_KEEP_ALIVE": "0.3"}
+    workers = [server_factory("uvicorn", env), server_factory("daphne", env)]
+    streams = [await EventStream(f"{w.url}/sse/?channel=alpha").open() for w in workers]
+    for stream in streams:
+        while (await stream.next_event()).event != "ready":
+            pass
+    published: list[str] = []
+    refused = 0
+
+    async def burst() -> None:
+        nonlocal refused
+        async with httpx.AsyncClient(timeout=10) as http:
+            for i in range(300):
+                response = await http.post(
+                    f"{workers[i % 2].url}/stream/publish/",
+                    json={"channel": "alpha", "data": i},
+                    headers=TOKEN,
+                )
+                if response.status_code == 201:
+                    published.append(response.json()["id"])
+                else:
+                    assert response.status_code == 503
+                    refused += 1
+                await asyncio.sleep(0.01)
+
+    async def restart() -> None:
+        await asyncio.sleep(0.8)
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis_server.start)
+
+    try:
+        await asyncio.gather(burst(), restart())
+        assert refused > 0
+        for stream in streams:
+            received: list[str] = []
+            keep_alives = 0
+            deadline = time.monotonic() + 20
+            while len(received) < len(published) and time.monotonic() < deadline:
+                chunk = await stream.read_chunk(timeout=5)
+                keep_alives += chunk.count(b":\n\n")
+                received.extend(e.id or "" for e in stream.decoder.feed(chunk))
+            assert received == published
+            assert keep_alives >= 2
+        assert all(w.proc.poll() is None for w in workers)
+    finally:
+        for stream in streams:
+            await stream.close()
