@@ -1,0 +1,35 @@
+# The app image of docker-compose.yml: the demo project served by daphne (uvicorn installed too,
+# as the documented alternative). Build: docker build -t django-stream-llm .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, so that editing the project does not reinstall them. README.m[d]: the
+# glob copies the README when there is one (pyproject names it) and does not fail otherwise.
+COPY pyproject.toml README.m[d] ./
+COPY stream_app ./stream_app
+RUN pip install ".[metrics]" "uvicorn>=0.30"
+
+# The demo project is not part of the package: it runs from /app.
+COPY manage.py ./
+COPY project ./project
+COPY templates ./templates
+COPY static ./static
+
+# An unprivileged user; /data holds the SQLite file (the compose "data" volume).
+RUN useradd --system --uid 10001 --home-dir /app app \
+    && mkdir /data && chown app /data
+USER app
+
+ENV PYTHONPATH=/app \
+    DJANGO_SETTINGS_MODULE=project.settings \
+    DJANGO_DB_PATH=/data/db.sqlite3 \
+    DJANGO_DEBUG=0
+
+EXPOSE 8000
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "project.asgi:application"]
