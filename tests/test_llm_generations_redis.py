@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from stream_app.backends.base import id_key
@@ -23,12 +25,14 @@ from tests.llm_support import (
     expected_tokens,
     fake_openai,  # noqa: F401 (fixture)
     llm_env,
+    page_history,
     read_until_tokens,
     token_text,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-GRACE = 1.5
+# Long enough for a loaded machine to switch workers, short enough to wait out in a test.
+GRACE = 3.0
 
 
 @pytest.fixture
@@ -37,9 +41,13 @@ def workers(
     redis_env: dict[str, str],
     fake_openai: FakeOpenAI,  # noqa: F811
 ) -> tuple[Any, Any]:
-    """Two workers of different kinds sharing one Redis (and one key prefix)."""
+    """Two workers of different kinds sharing one Redis (and one key prefix), warmed up."""
     env = llm_env(fake_openai, STREAM_GENERATION_GRACE=str(GRACE), **redis_env)
-    return server_factory("daphne", env), server_factory("uvicorn", env)
+    servers = server_factory("daphne", env), server_factory("uvicorn", env)
+    for server in servers:
+        # The first request imports the views (and the openai SDK): keep it out of the timings.
+        assert httpx.get(f"{server.url}/", timeout=20).status_code == 200
+    return servers
 
 
 async def test_generation_resumed_on_another_worker_loses_and_duplicates_no_token(
@@ -121,3 +129,33 @@ async def test_generation_listener_on_another_worker_keeps_it_alive(
     closed = await asyncio.to_thread(fake_openai.wait_closed, call, GRACE + 5)
     assert closed is not None
     assert closed - left >= GRACE - 0.3
+
+
+async def test_generation_of_a_dead_worker_is_reported_interrupted(
+    server_factory: Any,
+    redis_env: dict[str, str],
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    env = llm_env(fake_openai, STREAM_GENERATION_GRACE="1", STREAM_LLM_TIMEOUT="1", **redis_env)
+    doomed, survivor = server_factory("uvicorn", env), server_factory("daphne", env)
+    client = await chat_client_factory(doomed.url)
+    stream = await PostStream(
+        f"{doomed.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    meta = json.loads(events[0].data or "")
+    doomed.stop(signal.SIGKILL)
+    await stream.close()
+    # Its history is still in Redis, unfinished: first it looks alive, then orphaned.
+    url = f"{survivor.url}{meta['stream_url']}"
+    assert (await client.head(url)).status_code == 200
+    deadline = time.monotonic() + 15
+    while (await client.head(url)).status_code != 204:
+        assert time.monotonic() < deadline, "the orphaned generation was never reported"
+        await asyncio.sleep(0.5)
+    # The same visitor (same cookies) loads the page from the surviving worker.
+    async with httpx.AsyncClient(base_url=survivor.url, cookies=client.cookies) as same:
+        history = await page_history(same)
+    assert history[-1]["status"] == "error"
+    assert history[-1]["error_code"] == "interrupted"

@@ -66,7 +66,7 @@ async def reconcile(message: Message) -> Message:
     if message.status != Message.Status.STREAMING or not message.generation_id:
         return message
     info = await lookup(message.generation_id)
-    if info is None:
+    if info is None or info.orphaned:
         message.status = Message.Status.ERROR
         message.error_code = "interrupted"
         message.error_message = "This answer was interrupted (the server restarted)."

@@ -107,7 +107,7 @@ async def send(request: HttpRequest) -> HttpResponseBase:
     running = await conversation.messages.filter(status=Message.Status.STREAMING).alast()
     if running is not None:
         info = await lookup(running.generation_id)
-        if info is not None and not info.finished:
+        if info is not None and not info.finished and not info.orphaned:
             return error(
                 409, "busy", "an answer is still being written", generation=running.generation_id
             )

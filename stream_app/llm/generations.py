@@ -54,6 +54,7 @@ __all__ = [
     "get_local",
     "lookup",
     "owner_digest",
+    "shutdown_generations",
     "wait_for_listener",
 ]
 
@@ -332,6 +333,9 @@ class GenerationInfo:
     first_id: str
     terminal_id: str | None
     messages: list[Message]
+    #: Unfinished, and its producer is gone (its worker died or restarted): nothing will
+    #: ever finish it.
+    orphaned: bool = False
 
     @property
     def finished(self) -> bool:
@@ -358,7 +362,39 @@ async def lookup(generation_id: str) -> GenerationInfo | None:
     if not isinstance(owner, str):
         return None
     terminal = next((m.id for m in messages if m.event in TERMINAL_EVENTS), None)
-    return GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
+    info = GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
+    if terminal is None and generation_id not in _local:
+        info.orphaned = _producer_gone(messages[-1].id)
+    return info
+
+
+def _producer_gone(last_id: str) -> bool:
+    """Whether an unfinished generation that does not run here has lost its producer."""
+    backend = get_backend()
+    if backend.local_only:
+        # One process holds every producer, and it is not this one's.
+        return True
+    # Shared backends (Redis) give ids from the clock, ``<ms>-<seq>``. A live producer
+    # publishes at least once per LLM_TIMEOUT (the upstream's read timeout ends it otherwise).
+    key = id_key(last_id)
+    if key is None:
+        return False
+    idle = time.time() - key[0] / 1000
+    return idle > float(app_settings.LLM_TIMEOUT) + float(app_settings.GENERATION_GRACE) + 5
+
+
+async def shutdown_generations(timeout: float = 5.0) -> int:
+    """Cancel this process's generations (reason ``shutdown``) and let them save and end.
+
+    Meant for a graceful shutdown, before the event loop stops: each generation then ends with
+    ``done`` (``cancelled``) and its ``on_finish`` runs, instead of staying unfinished.
+    Returns how many were running.
+    """
+    running = [g for g in list(_local.values()) if g.cancel("shutdown")]
+    tasks = [g.task for g in running if g.task is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    return len(running)
 
 
 async def wait_for_listener(backend: Backend, timeout: float = 2.0) -> None:

@@ -4,8 +4,8 @@ Mount with ``path("chat/", include("stream_app.llm.urls"))``:
 
 - ``GET generations/<id>/stream/``: the generation's events, replayed after ``Last-Event-ID``
   (header or ``?lastEventId=``) or from its start without one, then live until ``done`` or
-  ``error``. ``204`` when the generation is unknown, expired, not the requester's, or finished
-  and already fully seen: ``EventSource`` stops reconnecting on 204.
+  ``error``. ``204`` when the generation is unknown, expired, not the requester's, orphaned
+  (its worker died), or finished and already fully seen: ``EventSource`` stops reconnecting.
 - ``POST generations/<id>/cancel/`` (CSRF protected): ``202`` once asked; ``404`` unknown (or
   someone else's); ``409`` already finished.
 
@@ -146,8 +146,9 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
         info = await lookup(generation_id)
     except BackendUnavailable as exc:
         return _error(503, "backend_unavailable", str(exc))
-    if info is None or info.owner != owner:
-        # Someone else's generation looks exactly like an unknown one.
+    if info is None or info.owner != owner or info.orphaned:
+        # Someone else's generation looks exactly like an unknown one; an orphaned one will
+        # never end, so the client is told to stop waiting.
         return HttpResponse(status=204)
     session = _session(request, owner)
     after = session.last_event_id
@@ -195,7 +196,7 @@ async def generation_cancel_view(request: HttpRequest, generation_id: str) -> Ht
         info = await lookup(generation_id)
         if info is None or info.owner != owner:
             return unknown
-        if info.finished:
+        if info.finished or info.orphaned:
             return _error(409, "already_finished", "the generation has finished")
         # The producer runs on another worker: it polls its channel for this event.
         await get_channel(channel_name(generation_id)).abroadcast(
