@@ -112,6 +112,11 @@ STREAM_APP.update(
         "LLM_TIMEOUT": float(os.environ.get("STREAM_LLM_TIMEOUT", "60")),
         "LLM_OFFLINE_RATE": float(os.environ.get("STREAM_OFFLINE_RATE", "40")),
         "GENERATION_GRACE": float(os.environ.get("STREAM_GENERATION_GRACE", "30")),
+        # Token coalescing (benchmarks switch it): direct streams off, generations on.
+        "LLM_COALESCE_MS": float(os.environ.get("STREAM_LLM_COALESCE_MS", "0")),
+        "LLM_COALESCE_CHARS": int(os.environ.get("STREAM_LLM_COALESCE_CHARS", "0")),
+        "GENERATION_COALESCE_MS": float(os.environ.get("STREAM_GENERATION_COALESCE_MS", "50")),
+        "GENERATION_COALESCE_CHARS": int(os.environ.get("STREAM_GENERATION_COALESCE_CHARS", "400")),
         "CHAT_MAX_LENGTH": int(os.environ.get("CHAT_MAX_LENGTH", "4000")),
     }
 )

@@ -372,3 +372,27 @@ def _anthropic_frames(
     frames.append((0, _named("message_delta", output)))
     frames.append((0, _named("message_stop", {})))
     return frames
+
+
+def main() -> None:
+    """``python -m tests.fake_openai --port 8100``: run the fake upstream on its own."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8100)
+    args = parser.parse_args()
+    server = FakeOpenAI()
+    config = uvicorn.Config(
+        server.app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        interface="asgi3",
+    )
+    print(f"fake OpenAI upstream on http://127.0.0.1:{args.port}/v1")
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -84,7 +84,8 @@ async def test_coalesce_other_events_flush_text_first_and_keep_order() -> None:
         [(0, Token("a")), (0, Token("b")), (0, usage), (0, Token("c")), (0, Done(None))]
     )
     events = await timed(coalesce(source.run(), interval_ms=1000, max_chars=100))
-    assert [e for _, e in events] == [Token("a"), Token("b"), usage, Token("c"), Done(None)]
+    # Arriving together, "a" and "b" merge; the usage event sends them first, then itself.
+    assert [e for _, e in events] == [Token("ab"), usage, Token("c"), Done(None)]
 
 
 async def test_coalesce_close_with_a_read_in_flight_closes_the_source() -> None:

@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from stream_app.llm.events import Done, Error, RawChunk, Token, ToolCall, Usage
-from stream_app.llm.openai import stream_chat
+from stream_app.llm.openai import adapt_stream, stream_chat
 from tests.conftest import free_port
 from tests.fake_openai import DEFAULT_TEXT, FakeOpenAI
 from tests.llm_support import fake_openai  # noqa: F401 (fixture)
@@ -165,3 +165,34 @@ async def test_stream_chat_close_closes_upstream_within_a_second(
     assert closed is not None
     assert closed - left < 1.0
     assert call.chunks < 100
+
+
+async def test_adapt_stream_turns_an_sdk_stream_into_the_same_events(client: AsyncOpenAI) -> None:
+    fast = await collect(stream_chat(ask("[tools]"), client=client, model="fake"))
+    sdk_stream = await client.chat.completions.create(
+        model="fake", messages=ask("[tools]"), stream=True, stream_options={"include_usage": True}
+    )
+    adapted = await collect(adapt_stream(sdk_stream))
+    assert [e for e in adapted if not isinstance(e, Done)] == [
+        e for e in fast if not isinstance(e, Done)
+    ]
+    done = adapted[-1]
+    assert isinstance(done, Done)
+    assert done.finish_reason == "tool_calls"
+
+
+async def test_adapt_stream_maps_a_mid_stream_error(client: AsyncOpenAI) -> None:
+    sdk_stream = await client.chat.completions.create(
+        model="fake", messages=ask("[error_mid=1]"), stream=True
+    )
+    events = await collect(adapt_stream(sdk_stream, raw=True))
+    assert [type(e) for e in events] == [RawChunk, RawChunk, Token, Error]
+    error = events[-1]
+    assert isinstance(error, Error)
+    assert error.code == "upstream_error"
+
+
+async def test_stream_chat_raw_chunks_are_the_upstream_json_text(client: AsyncOpenAI) -> None:
+    events = await collect(stream_chat(ask("hi"), client=client, model="fake", raw=True))
+    raw = next(e for e in events if isinstance(e, RawChunk) and '"Hello"' in e.json)
+    assert raw.json.startswith('{"id":"chatcmpl-fake","object":"chat.completion.chunk"')

@@ -28,22 +28,28 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.utils.crypto import salted_hmac
-
 from ..backends import get_backend
-from ..backends.base import Backend, BackendUnavailable, Message, id_key
+from ..backends.base import BackendUnavailable, Message
 from ..channels import Channel, get_channel
 from ..conf import app_settings
 from ..lifecycle import spawn
 from .coalesce import aclose_iterator, coalesce
 from .errors import error_event, internal_error
-from .events import TERMINAL_EVENTS, Done, Error, LLMEvent, RawChunk, Token, ToolCall
+from .events import Done, Error, LLMEvent, RawChunk, Token, ToolCall
+from .registry import (
+    GenerationInfo,
+    _local,
+    channel_name,
+    get_local,
+    lookup,
+    owner_digest,
+    wait_for_listener,
+)
 
 __all__ = [
     "Generation",
@@ -60,26 +66,8 @@ __all__ = [
 
 logger = logging.getLogger("stream_app")
 
-#: Generations whose producer runs in this process.
-_local: dict[str, Generation] = {}
 # How often the producer looks for a cancel published by another worker (shared backends).
 CANCEL_POLL = 0.25
-_MAX_SEQ = 18446744073709551615
-
-
-def channel_name(generation_id: str) -> str:
-    """The channel a generation publishes to."""
-    return f"generation:{generation_id}"
-
-
-def owner_digest(owner: str) -> str:
-    """The digest that stands for ``owner`` (``user:<pk>`` or ``session:<key>``) in events."""
-    return salted_hmac("stream_app.llm.generation", owner).hexdigest()[:32]
-
-
-def get_local(generation_id: str) -> Generation | None:
-    """The generation with this id if its producer runs in this process."""
-    return _local.get(generation_id)
 
 
 @dataclass
@@ -324,65 +312,6 @@ def create_generation(
     )
 
 
-@dataclass
-class GenerationInfo:
-    """What any worker can tell about a generation from the backend's history."""
-
-    id: str
-    owner: str
-    first_id: str
-    terminal_id: str | None
-    messages: list[Message]
-    #: Unfinished, and its producer is gone (its worker died or restarted): nothing will
-    #: ever finish it.
-    orphaned: bool = False
-
-    @property
-    def finished(self) -> bool:
-        """Whether the ``done`` or ``error`` event was published."""
-        return self.terminal_id is not None
-
-    @property
-    def before_first(self) -> str:
-        """An id just before the first event: replaying after it replays everything."""
-        key = id_key(self.first_id) or (0, 0)
-        if key[1] > 0:
-            return f"{key[0]}-{key[1] - 1}"
-        return f"{key[0] - 1}-{_MAX_SEQ}"
-
-
-async def lookup(generation_id: str) -> GenerationInfo | None:
-    """The generation's owner and state from its history; None if unknown or expired."""
-    history = await get_backend().history([channel_name(generation_id)], "0-0")
-    messages = history.messages
-    if not messages:
-        return None
-    spec = messages[0].filter
-    owner = spec.get("owner") if isinstance(spec, dict) else None
-    if not isinstance(owner, str):
-        return None
-    terminal = next((m.id for m in messages if m.event in TERMINAL_EVENTS), None)
-    info = GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
-    if terminal is None and generation_id not in _local:
-        info.orphaned = _producer_gone(messages[-1].id)
-    return info
-
-
-def _producer_gone(last_id: str) -> bool:
-    """Whether an unfinished generation that does not run here has lost its producer."""
-    backend = get_backend()
-    if backend.local_only:
-        # One process holds every producer, and it is not this one's.
-        return True
-    # Shared backends (Redis) give ids from the clock, ``<ms>-<seq>``. A live producer
-    # publishes at least once per LLM_TIMEOUT (the upstream's read timeout ends it otherwise).
-    key = id_key(last_id)
-    if key is None:
-        return False
-    idle = time.time() - key[0] / 1000
-    return idle > float(app_settings.LLM_TIMEOUT) + float(app_settings.GENERATION_GRACE) + 5
-
-
 async def shutdown_generations(timeout: float = 5.0) -> int:
     """Cancel this process's generations (reason ``shutdown``) and let them save and end.
 
@@ -395,18 +324,3 @@ async def shutdown_generations(timeout: float = 5.0) -> int:
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
     return len(running)
-
-
-async def wait_for_listener(backend: Backend, timeout: float = 2.0) -> None:
-    """Wait (bounded) until a backend with a listener connection has it connected.
-
-    The Redis backend starts its listener on the first subscription of a process; events
-    published before it has subscribed are not delivered live. Waiting here before reading
-    history closes that window for the first stream of a worker.
-    """
-    if getattr(backend, "connected", True):
-        return
-    deadline = time.monotonic() + timeout
-    # The backend exposes no connection event: poll its flag, briefly and bounded.
-    while not getattr(backend, "connected", True) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
