@@ -1,0 +1,156 @@
+"""``python -m bench [--quick]``: run the benchmark, print the tables, write the JSON.
+
+The load generator runs in this process, pinned to core 1; every server is pinned to core 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.procs import CLIENT_CORE, ROOT, raise_nofile
+from bench.report import (
+    add_ratios,
+    check_targets,
+    format_tables,
+    load_average,
+    machine,
+    progress_line,
+    write_json,
+)
+from bench.runner import Churn, Fanout, Run, Tokens, execute
+
+RESULTS = ROOT / "bench" / "results"
+SERVERS = ("uvicorn", "daphne", "granian")
+
+
+def quick_plan(profile: bool) -> list[Run]:
+    """Under a minute: 1,000-listener fan-out, one 100k stream and a short churn, per app."""
+    phases = (Fanout(1000, 10, 50), Tokens(1, 100_000), Churn(2.0, 50))
+    return [
+        Run("uvicorn", app, phases, profile=profile and app == "ours")
+        for app in ("raw", "django", "ours")
+    ]
+
+
+def full_plan(servers: tuple[str, ...], max_clients: int, profile: bool) -> list[Run]:
+    """Every scenario; fan-out at each size in a fresh process so memory baselines are clean."""
+    main = (Fanout(1000, 10, 100), Tokens(1, 100_000), Tokens(50, 2000), Churn(6.0, 50))
+    sizes = [n for n in (5000, 10000) if n <= max_clients]
+    runs: list[Run] = []
+    if "uvicorn" in servers:
+        for app in ("raw", "django", "ours"):
+            runs.append(Run("uvicorn", app, main, profile=profile and app == "ours"))
+            # Django's handler holds a thread per stream: 10,000 threads would near pid_max.
+            for n in sizes if app != "django" else [n for n in sizes if n <= 5000]:
+                runs.append(Run("uvicorn", app, (Fanout(n, 1, 10),)))
+        runs.append(Run("uvicorn", "ours-djasgi", (Fanout(1000, 10, 100),)))
+        runs += [Run("uvicorn", "ours-djasgi", (Fanout(n, 1, 10),)) for n in sizes if n <= 5000]
+        for workers in (1, 2):
+            fanouts = [Fanout(1000, 10, 100), *(Fanout(n, 1, 10) for n in sizes)]
+            runs += [
+                Run("uvicorn", "ours", (fanout,), backend="redis", workers=workers)
+                for fanout in fanouts
+            ]
+    for server in servers:
+        if server != "uvicorn":
+            runs += [Run(server, app, main) for app in ("raw", "django", "ours")]
+    return runs
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a subset in under a minute; warns on missed targets"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated servers for the full run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-clients", type=int, default=10_000, help="largest fan-out (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record our uvicorn server with py-spy during fan-out and token streaming",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default: bench/results/<mode>-<time>.json)"
+    )
+    return parser.parse_args(argv)
+
+
+async def _run_all(runs: list[Run], out: Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for index, run in enumerate(runs, 1):
+        label = f"{run.server} {run.app}"
+        if run.backend != "memory" or run.workers > 1:
+            label += f" ({run.backend}, {run.workers} worker(s))"
+        print(f"[{index}/{len(runs)}] {label}", flush=True)
+        records += await execute(run, out, lambda r: print(progress_line(r), flush=True))
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status is 0 even when targets are missed (it only warns)."""
+    args = _arguments(argv)
+    servers = tuple(s for s in args.servers.split(",") if s)
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        sys.exit(f"unknown server(s): {', '.join(sorted(unknown))}")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("the benchmark needs 2 cores: servers on core 0, the load generator on core 1")
+    raise_nofile()
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    mode = "quick" if args.quick else "full"
+    runs = (
+        quick_plan(args.profile)
+        if args.quick
+        else full_plan(servers, args.max_clients, args.profile)
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_file = args.out or RESULTS / f"{mode}-{stamp}.json"
+    load = load_average()
+    if load[0] > 0.5:
+        print(f"note: load average {load[0]:.2f} before starting: other work shares these cores")
+    started = time.time()
+    records = uvloop.run(_run_all(runs, out_file.parent))
+    add_ratios(records)
+    targets = check_targets(records)
+    print()
+    print(format_tables(records, targets))
+    document = {
+        "mode": mode,
+        "command": " ".join([Path(sys.executable).name, "-m", "bench", *(argv or sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "profiled": args.profile,
+        "load_average_before": load,
+        "machine": machine(),
+        "records": records,
+        "targets": targets,
+    }
+    write_json(out_file, document)
+    print(f"\nresults: {out_file} ({document['duration_s']:.0f} s)")
+    if args.profile:
+        print("profiled run: py-spy's sampling costs the server CPU; compare figures without it")
+    for target in targets:
+        if target["ok"] is False:
+            print(
+                f"WARNING: {target['target']} ({target['where']}): measured "
+                f"{target['measured']:.3f}{target['unit']}, target {target['limit']}",
+                file=sys.stderr,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""The demo's URLs (``/sse/``, ``/stream/publish/``) plus ``/bench/`` (ours) and ``/plain/``."""
+
+from django.urls import path
+
+from bench.benchproject import plain, views
+from project.urls import urlpatterns as demo_urlpatterns
+
+urlpatterns = [
+    *demo_urlpatterns,
+    path("bench/broadcast/", views.broadcast),
+    path("bench/tokens/", views.tokens),
+    path("bench/stats/", views.stats),
+    path("plain/sse/", plain.listen),
+    path("plain/broadcast/", plain.broadcast),
+    path("plain/tokens/", plain.tokens),
+    path("plain/stats/", plain.stats),
+]

@@ -1,0 +1,336 @@
+"""Ratios to the yardsticks, the targets, the tables, and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.procs import ROOT
+
+__all__ = [
+    "add_ratios",
+    "check_targets",
+    "format_tables",
+    "load_average",
+    "machine",
+    "progress_line",
+    "write_json",
+]
+
+Record = dict[str, Any]
+
+# The fields that make two records comparable, per scenario (besides the server).
+_SHAPE = {
+    "fanout": ("clients", "rate", "broadcasts"),
+    "tokens": ("streams", "events"),
+    "churn": ("seconds", "concurrency"),
+}
+# Ratio fields: (name, metric); lower is better for CPU, memory and latency.
+_RATIOS = {
+    "fanout": (("cpu", "cpu_us_per_event"), ("rss", "rss_per_conn_kb"), ("p99", "p99_ms")),
+    "tokens": (("eps", "events_per_s"), ("cpu", "cpu_ms_per_100k")),
+    "churn": (("conn", "conn_per_s"),),
+}
+YARDSTICKS = ("raw", "django")
+
+
+def _key(record: Record) -> tuple[Any, ...]:
+    return (record["scenario"], record["server"], *(record[f] for f in _SHAPE[record["scenario"]]))
+
+
+def add_ratios(records: list[Record]) -> None:
+    """Add ``<ratio>_x_raw`` and ``<ratio>_x_django`` to every record with a yardstick twin."""
+    sticks = {
+        (record["app"], *_key(record)): record
+        for record in records
+        if record["app"] in YARDSTICKS and "error" not in record
+    }
+    for record in records:
+        if "error" in record:
+            continue
+        for stick in YARDSTICKS:
+            twin = sticks.get((stick, *_key(record)))
+            if twin is None or twin is record:
+                continue
+            for name, metric in _RATIOS[record["scenario"]]:
+                ours, theirs = record.get(metric), twin.get(metric)
+                if ours is not None and theirs:
+                    record[f"{name}_x_{stick}"] = ours / theirs
+
+
+def _ours(records: list[Record], scenario: str, **match: Any) -> list[Record]:
+    """Our records on uvicorn (the main server) for ``scenario`` matching ``match``."""
+    found = []
+    for record in records:
+        fields = {"scenario": scenario, "server": "uvicorn", "app": "ours", **match}
+        if all(record.get(k) == v for k, v in fields.items()):
+            found.append(record)
+    return found
+
+
+def _target(name: str, limit: str, records: list[Record], metric: str,
+            ok: Callable[[float], bool], unit: str = "") -> list[Record]:  # fmt: skip
+    if not records:
+        return [{"target": name, "limit": limit, "measured": None, "ok": None, "where": ""}]
+    rows = []
+    for record in records:
+        value = record.get(metric)
+        where = f"{record['backend']}, {record['workers']} worker(s)"
+        if "clients" in record:
+            where = f"N={record['clients']:,}, {where}"
+        rows.append(
+            {
+                "target": name,
+                "limit": limit,
+                "measured": value,
+                "unit": unit,
+                "ok": None if value is None else ok(value),
+                "where": where,
+                "error": record.get("error"),
+            }
+        )
+    return rows
+
+
+def check_targets(records: list[Record]) -> list[Record]:
+    """The design's targets, each against our uvicorn figures of this run (None: not measured)."""
+    mem = {"backend": "memory", "workers": 1}
+    rows: list[Record] = []
+    rows += _target(
+        "fan-out CPU per delivered event vs raw ASGI", "<= 1.3x",
+        _ours(records, "fanout", **mem), "cpu_x_raw", lambda v: v <= 1.3, "x",
+    )  # fmt: skip
+    rows += _target(
+        "fan-out p99 at 1,000 clients, 10 broadcasts/s", "<= 60 ms",
+        _ours(records, "fanout", clients=1000, rate=10, **mem), "p99_ms", lambda v: v <= 60, " ms",
+    )  # fmt: skip
+    big = [r for r in _ours(records, "fanout") if r.get("clients") in (5000, 10000)]
+    rows += _target(
+        "delivered at 5,000 and 10,000 clients", "100%",
+        big, "delivered_fraction", lambda v: v >= 1.0, " (fraction)",
+    )  # fmt: skip
+    rows += _target(
+        "events/s of one token stream vs raw ASGI", ">= 1.0x",
+        _ours(records, "tokens", streams=1, **mem), "eps_x_raw", lambda v: v >= 1.0, "x",
+    )  # fmt: skip
+    rows += _target(
+        "RSS per idle connection at 10,000 clients", "<= 20 KB",
+        _ours(records, "fanout", clients=10000, **mem), "rss_per_conn_kb", lambda v: v <= 20,
+        " KB",
+    )  # fmt: skip
+    rows += _target(
+        "churn: connections accepted and released per second", ">= 1,000/s",
+        _ours(records, "churn", **mem), "conn_per_s", lambda v: v >= 1000, "/s",
+    )  # fmt: skip
+    return rows
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _table(title: str, headers: list[str], rows: Iterable[list[str]]) -> str:
+    body = [headers, *rows]
+    widths = [max(len(row[i]) for row in body) for i in range(len(headers))]
+    lines = [title]
+    for index, row in enumerate(body):
+        lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _name(record: Record) -> list[str]:
+    backend = record["backend"] if record["app"].startswith("ours") else ""
+    if record["workers"] > 1:
+        backend += f" x{record['workers']}"
+    return [record["server"], record["app"], backend]
+
+
+Column = tuple[str, Callable[[Record], str]]
+
+
+def _ratio(field: str) -> Callable[[Record], str]:
+    return lambda r: _num(r.get(field), 2)
+
+
+_COLUMNS: dict[str, tuple[str, list[Column]]] = {
+    "fanout": (
+        "FAN-OUT (idle listeners, stamped broadcasts)",
+        [
+            ("N", lambda r: _num(r["clients"])),
+            ("bc/s x K", lambda r: f"{_num(r['rate'], 0)} x {r['broadcasts']}"),
+            ("conn/s", lambda r: _num(r["connect_per_s"], 0)),
+            ("delivered", lambda r: f"{100 * r['delivered_fraction']:.2f}%"),
+            ("p50 ms", lambda r: _num(r["p50_ms"], 2)),
+            ("p99 ms", lambda r: _num(r["p99_ms"], 2)),
+            ("CPU us/ev", lambda r: _num(r["cpu_us_per_event"])),
+            ("x raw", _ratio("cpu_x_raw")),
+            ("x django", _ratio("cpu_x_django")),
+            ("KB/conn", lambda r: _num(r["rss_per_conn_kb"])),
+            ("x raw", _ratio("rss_x_raw")),
+            ("threads", lambda r: _num(r["threads"])),
+            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+        ],
+    ),
+    "tokens": (
+        "TOKEN STREAMING (tiny events, backpressure; events/s of the best round)",
+        [
+            ("streams x events", lambda r: f"{r['streams']} x {r['events']:,}"),
+            ("events/s", lambda r: _num(r["events_per_s"], 0)),
+            ("x raw", _ratio("eps_x_raw")),
+            ("x django", _ratio("eps_x_django")),
+            ("CPU ms/100k", lambda r: _num(r["cpu_ms_per_100k"])),
+            ("x raw", _ratio("cpu_x_raw")),
+            ("TTFB ms", lambda r: _num(r["ttfb_ms"], 2)),
+            ("first event ms", lambda r: _num(r["ttfe_ms"], 2)),
+            ("complete", lambda r: str(r["complete"])),
+            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+        ],
+    ),
+    "churn": (
+        "CHURN (connect, first byte, close; conn/s counted until all are released)",
+        [
+            ("conn/s", lambda r: _num(r["conn_per_s"], 0)),
+            ("x raw", _ratio("conn_x_raw")),
+            ("x django", _ratio("conn_x_django")),
+            ("accepted/s", lambda r: _num(r["accepted_per_s"], 0)),
+            ("failed", lambda r: _num(r["failed"])),
+            ("open after", lambda r: _num(r["open_after"])),
+            ("CPU us/conn", lambda r: _num(r["cpu_us_per_conn"])),
+            ("RSS growth KB (round 1, 2)", lambda r: ", ".join(map(_num, r["rss_growth_kb"]))),
+            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+        ],
+    ),
+}
+_RESULTS = {True: "pass", False: "FAIL", None: "not measured"}
+
+
+def format_tables(records: list[Record], targets: list[Record]) -> str:
+    """The tables printed at the end of a run."""
+    out = []
+    for scenario, (title, columns) in _COLUMNS.items():
+        rows = [r for r in records if r["scenario"] == scenario and "error" not in r]
+        if rows:
+            headers = ["server", "app", "backend", *(header for header, _ in columns)]
+            out.append(
+                _table(
+                    title, headers, ([*_name(r), *(cell(r) for _, cell in columns)] for r in rows)
+                )
+            )
+    for record in records:
+        for label, summary in record.get("profile", {}).items():
+            out.append(_profile(record, label, summary))
+    errors = [r for r in records if "error" in r]
+    if errors:
+        out.append(
+            "ERRORS\n"
+            + "\n".join(f"  {' '.join(_name(r))} {r['scenario']}: {r['error']}" for r in errors)
+        )
+    target_rows = (
+        [
+            t["target"],
+            t["limit"],
+            t["where"],
+            "-" if t["measured"] is None else f"{t['measured']:.3f}{t['unit']}",
+            _RESULTS[t["ok"]],
+        ]
+        for t in targets
+    )
+    out.append(
+        _table(
+            "TARGETS (ours on uvicorn, ratios to the raw ASGI app in this run)",
+            ["target", "limit", "where", "measured", "result"],
+            target_rows,
+        )
+    )
+    return "\n\n".join(out)
+
+
+def _profile(record: Record, label: str, summary: dict[str, Any]) -> str:
+    title = f"PROFILE {' '.join(_name(record)).strip()} {label}"
+    if "error" in summary:
+        return f"{title}: {summary['error']}"
+    lines = [f"{title}: {summary['samples']} busy samples, {summary['file']}"]
+    for kind in ("self", "inclusive"):
+        lines.append(f"  top {kind}:")
+        lines += [f"    {share:5.1f}%  {frame}" for frame, share in summary[kind]]
+    return "\n".join(lines)
+
+
+def progress_line(record: Record) -> str:
+    """One line per finished phase, printed as the benchmark goes."""
+    name = " ".join(part for part in _name(record) if part)
+    if "error" in record:
+        return f"  {name} {record['scenario']}: ERROR {record['error']}"
+    scenario = record["scenario"]
+    if scenario == "fanout":
+        detail = (
+            f"N={record['clients']} delivered={100 * record['delivered_fraction']:.2f}% "
+            f"p99={_num(record['p99_ms'], 2)} ms cpu={_num(record['cpu_us_per_event'])} us/ev "
+            f"rss={_num(record['rss_per_conn_kb'])} KB/conn"
+        )
+    elif scenario == "tokens":
+        detail = (
+            f"{record['streams']}x{record['events']} {_num(record['events_per_s'], 0)} ev/s "
+            f"cpu={_num(record['cpu_ms_per_100k'])} ms/100k"
+        )
+    else:
+        detail = f"{_num(record['conn_per_s'], 0)} conn/s open_after={record['open_after']}"
+    return f"  {name} {scenario}: {detail} (others: {record['others_cpu_pct']:.0f}% of a core)"
+
+
+def _run(command: list[str]) -> str:
+    try:
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: CPU, memory, kernel, versions, and the code measured."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), "")  # fmt: skip
+    meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0]
+    versions = {}
+    for package in ("django", "uvicorn", "daphne", "granian", "uvloop", "httptools", "redis"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory": meminfo.split(":", 1)[1].strip(),
+        "kernel": platform.release(),
+        "load_average": load_average(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "redis_server": _run(["redis-server", "--version"]),
+        "commit": _run(["git", "rev-parse", "HEAD"]),
+        "stream_app_modified": bool(_run(["git", "status", "--porcelain", "--", "stream_app"])),
+    }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: others' work on the same cores skews the figures."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write the results document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
