@@ -19,6 +19,7 @@ Modules, one job each:
 - ``formats``: our named events, the OpenAI wire format, the Vercel AI SDK UI message stream.
 - ``responses``: ``llm_response``, a direct stream tied to one request.
 - ``generations``: ``create_generation``, the producer task on its own channel.
+- ``registry``: where generations run and who owns them (``lookup`` from any worker).
 - ``views`` / ``urls``: start, resume (``Last-Event-ID``) and cancel generations over HTTP.
 
 Names are re-exported lazily so importing ``stream_app.llm`` costs nothing until used.
@@ -30,10 +31,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .anthropic import stream_anthropic
     from .coalesce import coalesce
     from .events import Done, Error, RawChunk, Token, ToolCall, Usage
-    from .generations import Generation, GenerationResult, create_generation
-    from .openai import get_client, is_offline, stream_chat
+    from .generations import Generation, GenerationResult, create_generation, shutdown_generations
+    from .openai import adapt_stream, get_client, is_offline, stream_chat
     from .responses import llm_response
     from .views import request_owner, stream_generation
 
@@ -46,12 +48,15 @@ __all__ = [
     "Token",
     "ToolCall",
     "Usage",
+    "adapt_stream",
     "coalesce",
     "create_generation",
     "get_client",
     "is_offline",
     "llm_response",
     "request_owner",
+    "shutdown_generations",
+    "stream_anthropic",
     "stream_chat",
     "stream_generation",
 ]
@@ -67,6 +72,9 @@ _EXPORTS = {
     "Generation": "generations",
     "GenerationResult": "generations",
     "create_generation": "generations",
+    "shutdown_generations": "generations",
+    "stream_anthropic": "anthropic",
+    "adapt_stream": "openai",
     "get_client": "openai",
     "is_offline": "openai",
     "stream_chat": "openai",

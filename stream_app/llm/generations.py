@@ -100,13 +100,14 @@ class Generation:
     grace: float = 30.0
     coalesce_ms: float = 50
     coalesce_chars: int = 400
-    cancel_reason: str | None = None
-    first_id: str | None = None
-    result: GenerationResult | None = None
-    task: asyncio.Task[None] | None = None
-    _reading: bool = False
-    _started_at: float = 0.0
-    _first_token_at: float | None = None
+    # Run state, set by the producer (not constructor arguments).
+    cancel_reason: str | None = field(default=None, init=False)
+    first_id: str | None = field(default=None, init=False)
+    result: GenerationResult | None = field(default=None, init=False)
+    task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _reading: bool = field(default=False, init=False, repr=False)
+    _started_at: float = field(default=0.0, init=False, repr=False)
+    _first_token_at: float | None = field(default=None, init=False, repr=False)
 
     @property
     def channel(self) -> Channel:
