@@ -78,6 +78,11 @@ DEFAULTS: dict[str, Any] = {
     "GENERATION_COALESCE_MS": 50,
     "GENERATION_COALESCE_CHARS": 400,
     "GENERATION_GRACE": 30.0,
+    # Generation takeover (shared backends): the running worker refreshes a heartbeat every
+    # GENERATION_HEARTBEAT seconds with a TTL of GENERATION_HEARTBEAT_TTL; once it has expired
+    # (the worker died), the next worker to resume the generation continues it.
+    "GENERATION_HEARTBEAT": 1.0,
+    "GENERATION_HEARTBEAT_TTL": 3.0,
     # Demo chat: the longest user message accepted, in characters.
     "CHAT_MAX_LENGTH": 4000,
     # Observability: bearer token the metrics endpoint requires (None: open; keep the path

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
@@ -68,6 +69,13 @@ async def shutdown_sessions(grace: float | None = None) -> int:
     from .sessions import live_sessions
 
     _state["shutting_down"] = True
+    if "stream_app.llm.generations" in sys.modules:
+        # Running LLM generations first: handed over to another worker (or, on the memory
+        # backend, cancelled and saved) before their streams are closed. Imported only if
+        # generations were ever used here, so this module never loads the LLM code.
+        from .llm.generations import shutdown_generations
+
+        await shutdown_generations()
     grace = app_settings.SHUTDOWN_GRACE if grace is None else grace
     sessions = list(live_sessions)
     for session in sessions:

@@ -20,6 +20,9 @@ What it does is chosen by tags in the last user message (so a browser test can t
 ``[text=...]``      answer with this text (one token per word)
 ==================  ==========================================================================
 
+Continuation: when the last message is an ``assistant`` message holding the start of the
+answer (what a generation taken over by another worker sends), only the rest is streamed.
+
 Every request is recorded (``calls``) with its body and the monotonic time its connection
 closed, so a test can check that a client that left made us close the upstream.
 """
@@ -257,6 +260,20 @@ def _answer_tokens(tags: dict[str, str]) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
+def _continued_at(body: dict[str, Any], tokens: list[str]) -> int:
+    """How many of ``tokens`` a trailing assistant message already holds (0: none)."""
+    messages = body.get("messages") or []
+    if not messages or messages[-1].get("role") != "assistant":
+        return 0
+    prefix = str(messages[-1].get("content") or "")
+    done = ""
+    for index, token in enumerate(tokens):
+        if done == prefix:
+            return index
+        done += token
+    return len(tokens) if done == prefix else 0
+
+
 def _answer_text(tags: dict[str, str]) -> str:
     return "".join(_answer_tokens(tags))
 
@@ -302,6 +319,7 @@ def _chat_frames(body: dict[str, Any], tags: dict[str, str]) -> list[tuple[float
         completion_tokens = 9
     else:
         tokens = _answer_tokens(tags)
+        tokens = tokens[_continued_at(body, tokens) :]
         limit = None
         for key in ("error_mid", "drop"):
             if key in tags:

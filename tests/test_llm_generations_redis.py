@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from stream_app.backends.base import id_key
 from stream_app.protocol import Event
@@ -131,7 +132,7 @@ async def test_generation_listener_on_another_worker_keeps_it_alive(
     assert closed - left >= GRACE - 0.3
 
 
-async def test_generation_of_a_dead_worker_is_reported_interrupted(
+async def test_generation_of_a_dead_worker_that_cannot_be_rerun_is_reported_interrupted(
     server_factory: Any,
     redis_env: dict[str, str],
     fake_openai: FakeOpenAI,  # noqa: F811
@@ -147,6 +148,13 @@ async def test_generation_of_a_dead_worker_is_reported_interrupted(
     meta = json.loads(events[0].data or "")
     doomed.stop(signal.SIGKILL)
     await stream.close()
+    # Without its record (expired, or a source that cannot be rerun) nobody can take it over.
+    store = redis.Redis.from_url(redis_env["REDIS_URL"])
+    try:
+        record = f"{redis_env['STREAM_KEY_PREFIX']}:gen:{meta['id']}:run"
+        assert store.delete(record) == 1
+    finally:
+        store.close()
     # Its history is still in Redis, unfinished: first it looks alive, then orphaned.
     url = f"{survivor.url}{meta['stream_url']}"
     assert (await client.head(url)).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stream_app.llm.generations import GenerationResult, lookup
+from stream_app.llm.takeover import take_over
 
 from .models import Conversation, Message
 
@@ -58,14 +59,25 @@ async def save_answer(result: GenerationResult) -> None:
     )
 
 
+async def still_streaming(generation_id: str) -> bool:
+    """Whether the generation is still being written, taking it over if its worker died."""
+    info = await lookup(generation_id)
+    if info is not None and info.orphaned:
+        info = await take_over(info) or info
+    return info is not None and not info.finished and not info.orphaned
+
+
 async def reconcile(message: Message) -> Message:
     """Mark a ``streaming`` answer whose generation no longer exists as interrupted.
 
-    That happens when the worker that ran it died: nothing would ever finish it.
+    That happens when the worker that ran it died and no other could continue it (on Redis,
+    one continues it: see ``stream_app.llm.takeover``): nothing would ever finish it.
     """
     if message.status != Message.Status.STREAMING or not message.generation_id:
         return message
     info = await lookup(message.generation_id)
+    if info is not None and info.orphaned:
+        info = await take_over(info) or info
     if info is None or info.orphaned:
         message.status = Message.Status.ERROR
         message.error_code = "interrupted"

@@ -21,11 +21,18 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from stream_app.conf import app_settings
-from stream_app.llm.generations import create_generation, lookup
+from stream_app.llm.generations import create_generation
 from stream_app.llm.openai import is_offline, stream_chat
 from stream_app.llm.views import generation_urls, request_owner, stream_generation
 
-from .history import current_conversation, message_json, prompt_messages, reconcile, save_answer
+from .history import (
+    current_conversation,
+    message_json,
+    prompt_messages,
+    reconcile,
+    save_answer,
+    still_streaming,
+)
 from .models import Conversation, Message
 
 __all__ = ["csrf_failure", "error", "index", "new_conversation", "parse_message", "send"]
@@ -106,8 +113,8 @@ async def send(request: HttpRequest) -> HttpResponseBase:
     assert conversation is not None
     running = await conversation.messages.filter(status=Message.Status.STREAMING).alast()
     if running is not None:
-        info = await lookup(running.generation_id)
-        if info is not None and not info.finished and not info.orphaned:
+        # An answer whose worker died is continued (taken over), and so still being written.
+        if await still_streaming(running.generation_id):
             return error(
                 409, "busy", "an answer is still being written", generation=running.generation_id
             )

@@ -20,6 +20,9 @@ Modules, one job each:
 - ``responses``: ``llm_response``, a direct stream tied to one request.
 - ``generations``: ``create_generation``, the producer task on its own channel.
 - ``registry``: where generations run and who owns them (``lookup`` from any worker).
+- ``watch``: a generation's watcher (a cancel from another worker, no listener left).
+- ``leases``: heartbeat and rerun record of a generation on a shared backend (Redis).
+- ``takeover``: continuing a generation whose worker died, on another worker.
 - ``views`` / ``urls``: start, resume (``Last-Event-ID``) and cancel generations over HTTP.
 
 Names are re-exported lazily so importing ``stream_app.llm`` costs nothing until used.

@@ -19,8 +19,17 @@ a session of someone else would receive nothing even if it joined the channel.
 Stopping: ``cancel()`` here, or a ``cancel`` event published by another worker (the producer
 polls its channel's history for it), or no listener on any worker for ``GENERATION_GRACE``
 seconds. Each closes the upstream request and ends with ``done`` (finish reason
-``cancelled``). A worker that dies mid-run leaves the generation unfinished: its history
-expires with the backend's ``HISTORY_TTL``.
+``cancelled``).
+
+Takeover (shared backends): a generation started on ``stream_chat(...)`` stores how to rerun
+it and keeps a heartbeat (``stream_app.llm.leases``). If its worker dies, the next worker to
+resume it continues it (``stream_app.llm.takeover``): the text already published is sent to
+the model as a trailing assistant message and the new producer keeps publishing on the same
+channel, so ``done`` and ``on_finish`` carry the whole text. A graceful shutdown hands running
+generations over instead of cancelling them (``shutdown_generations``). On the memory backend
+(one process) there is nothing to take over: a shutdown cancels them (reason ``shutdown``).
+Generations started on any other source cannot be rerun: if their worker dies they stay
+unfinished, reported orphaned, and their history expires with the backend's ``HISTORY_TTL``.
 """
 
 from __future__ import annotations
@@ -33,11 +42,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import get_backend
-from ..backends.base import BackendUnavailable, Message
+from ..backends.base import BackendUnavailable
 from ..channels import Channel, get_channel
 from ..conf import app_settings
 from ..lifecycle import spawn
+from ..metrics import observe_generation
+from . import leases
 from .coalesce import aclose_iterator, coalesce
 from .errors import error_event, internal_error
 from .events import Done, Error, LLMEvent, RawChunk, Token, ToolCall
@@ -50,6 +60,7 @@ from .registry import (
     owner_digest,
     wait_for_listener,
 )
+from .watch import watch
 
 __all__ = [
     "Generation",
@@ -65,9 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("stream_app")
-
-# How often the producer looks for a cancel published by another worker (shared backends).
-CANCEL_POLL = 0.25
 
 
 @dataclass
@@ -105,6 +113,16 @@ class Generation:
     first_id: str | None = field(default=None, init=False)
     result: GenerationResult | None = field(default=None, init=False)
     task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    #: How to rerun it elsewhere (``stream_chat``'s request), None if it cannot be.
+    request: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    #: The text published before this producer took over (a continuation), else "".
+    prefix: str = field(default="", init=False, repr=False)
+    #: Whether this worker holds the generation's lease (heartbeat) on a shared backend.
+    leased: bool = field(default=False, init=False, repr=False)
+    #: Loop time until which the lease is surely ours (refreshed by ``leases.keep``).
+    lease_until: float = field(default=float("inf"), init=False, repr=False)
+    handed_over: bool = field(default=False, init=False, repr=False)
+    _lease_lost: bool = field(default=False, init=False, repr=False)
     _reading: bool = field(default=False, init=False, repr=False)
     _started_at: float = field(default=0.0, init=False, repr=False)
     _first_token_at: float | None = field(default=None, init=False, repr=False)
@@ -119,12 +137,52 @@ class Generation:
         """The filter every event carries: only the owner's sessions receive it."""
         return {"owner": self.owner}
 
-    def start(self, source: AsyncIterator[LLMEvent | RawChunk]) -> None:
-        """Start the producer on ``source`` (from ``stream_chat``); returns at once."""
+    def start(
+        self,
+        source: AsyncIterator[LLMEvent | RawChunk],
+        *,
+        prefix: str = "",
+        first_id: str | None = None,
+    ) -> None:
+        """Start the producer on ``source`` (from ``stream_chat``); returns at once.
+
+        ``prefix`` and ``first_id`` are for a takeover: the text and the first event already
+        published by the worker that died (the producer then holds the lease already).
+        """
         if self.task is not None:
             raise RuntimeError(f"generation {self.id} was already started")
+        if self.request is None:
+            self.request = getattr(source, "request", None)
+        if first_id is not None:
+            self.prefix, self.first_id, self.leased = prefix, first_id, True
+            self.lease_until = asyncio.get_running_loop().time() + float(
+                app_settings.GENERATION_HEARTBEAT_TTL
+            )
         _local[self.id] = self
         self.task = asyncio.ensure_future(self._run(source))
+
+    def hand_over(self) -> bool:
+        """Stop here without an end, releasing the lease so another worker continues at once.
+
+        For a graceful shutdown: the upstream call is closed, nothing final is published and
+        ``on_finish`` does not run. False if it is not leased or has already finished.
+        """
+        if not self.leased or self.task is None or self.task.done() or self.result is not None:
+            return False
+        if not self.handed_over and self.cancel_reason is None:
+            self.handed_over = True
+            if self._reading:
+                self.task.cancel()
+        return True
+
+    def lose_lease(self) -> None:
+        """Another worker holds the lease now (this one stalled past the TTL): stop silently."""
+        self._lease_lost = True
+        self.hand_over()
+
+    @property
+    def _stopping(self) -> bool:
+        return self.cancel_reason is not None or self.handed_over
 
     def cancel(self, reason: str = "user") -> bool:
         """Stop the upstream call; the generation ends with ``done`` (``cancelled``).
@@ -147,7 +205,23 @@ class Generation:
         return self.result
 
     async def _publish(self, event: str, payload: Any) -> str:
+        if self.leased and asyncio.get_running_loop().time() >= self.lease_until:
+            # The heartbeat could not be refreshed in time: another worker may own the
+            # generation now, and two producers must not interleave on one channel.
+            self.lose_lease()
+            raise _LeaseLost
         return await self.channel.abroadcast(payload, event, filter=self.filter)
+
+    def _record(self) -> dict[str, Any]:
+        """What another worker needs to rerun this generation (see ``stream_app.llm.leases``)."""
+        return {
+            "request": self.request,
+            "on_finish": leases.dotted_path(self.on_finish),
+            "metadata": self.metadata,
+            "grace": self.grace,
+            "coalesce_ms": self.coalesce_ms,
+            "coalesce_chars": self.coalesce_chars,
+        }
 
     async def _run(self, source: AsyncIterator[LLMEvent | RawChunk]) -> None:
         try:
@@ -158,23 +232,30 @@ class Generation:
     async def _produce(self, source: AsyncIterator[LLMEvent | RawChunk]) -> None:
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
-        parts: list[str] = []
+        parts: list[str] = [self.prefix]
         calls: dict[int, ToolCall] = {}
         terminal: Done | Error | None = None
         watcher: asyncio.Future[Any] | None = None
+        beat: asyncio.Future[Any] | None = None
         events = coalesce(source, interval_ms=self.coalesce_ms, max_chars=self.coalesce_chars)
         try:
-            self.first_id = await self._publish("generation", {"id": self.id, **self.metadata})
-            watcher = spawn(self._watch())
+            if self.first_id is None:
+                if self.request is not None:
+                    # Before the first event: whoever sees the generation sees its heartbeat.
+                    self.leased = await leases.register(self.id, self._record())
+                self.first_id = await self._publish("generation", {"id": self.id, **self.metadata})
+            watcher = spawn(watch(self))
+            if self.leased:
+                beat = spawn(leases.keep(self))
             try:
-                while self.cancel_reason is None:
+                while not self._stopping:
                     self._reading = True
                     try:
                         event = await anext(events)
                     except StopAsyncIteration:
                         break
                     except asyncio.CancelledError:
-                        if self.cancel_reason is None:
+                        if not self._stopping:
                             raise
                         break
                     finally:
@@ -193,14 +274,20 @@ class Generation:
                     await self._publish(event.event, event.payload())
             finally:
                 await aclose_iterator(events)
+        except _LeaseLost:
+            pass
         except BackendUnavailable as exc:
             logger.warning("generation %s cannot publish: %s", self.id, exc)
             terminal = error_event("internal_error", str(exc))
         except Exception as exc:
             terminal = internal_error(exc)
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, beat):
+                if task is not None:
+                    task.cancel()
+        if self.handed_over:
+            await self._leave()
+            return
         if self.cancel_reason is not None and not isinstance(terminal, Error):
             terminal = self._cancelled_done(loop.time())
         elif terminal is None:
@@ -219,9 +306,30 @@ class Generation:
             payload = terminal.payload()
             if self.cancel_reason is not None:
                 payload["cancel_reason"] = self.cancel_reason
+            if isinstance(terminal, Done):
+                # The whole answer, also when it was continued by another worker.
+                payload["text"] = self.result.text
             await self._publish(terminal.event, payload)
+            if self.leased:
+                await leases.drop(self.id)
         except Exception:
             logger.exception("generation %s could not publish its end", self.id)
+        first = self._first_token_at
+        observe_generation(
+            first - self._started_at if first is not None else None,
+            terminal.tokens_per_second if isinstance(terminal, Done) else None,
+        )
+
+    async def _leave(self) -> None:
+        """End of a hand-over: release the lease (unless lost) so a resume takes over at once."""
+        if self._lease_lost:
+            return
+        try:
+            await leases.release(self.id)
+        except BackendUnavailable as exc:
+            # It expires with its TTL: the takeover comes a few seconds later.
+            logger.warning("generation %s could not release its lease: %s", self.id, exc)
+        logger.info("generation %s handed over", self.id)
 
     def _cancelled_done(self, now: float) -> Done:
         first = self._first_token_at
@@ -241,50 +349,9 @@ class Generation:
         except Exception:
             logger.exception("generation %s: on_finish failed", self.id)
 
-    async def _watch(self) -> None:
-        """Cancel on a cancel event from another worker or a long absence of listeners."""
-        backend = get_backend()
-        poll = not backend.local_only
-        count_every = min(1.0, max(0.05, self.grace / 4))
-        tick = min(CANCEL_POLL, count_every) if poll else count_every
-        loop = asyncio.get_running_loop()
-        seen = self.first_id or "0-0"
-        quiet_since: float | None = None
-        next_count = loop.time()
-        while self.result is None:
-            await asyncio.sleep(tick)
-            try:
-                if poll:
-                    history = await backend.history([channel_name(self.id)], seen)
-                    for message in history.messages:
-                        seen = message.id
-                        if message.event == "cancel":
-                            self.cancel(_cancel_reason(message))
-                            return
-                now = loop.time()
-                if now < next_count:
-                    continue
-                next_count = now + count_every
-                if await self.channel.acount() > 0:
-                    quiet_since = None
-                elif quiet_since is None:
-                    quiet_since = now
-                elif now - quiet_since >= self.grace:
-                    logger.info("generation %s: no listener for %.0fs", self.id, self.grace)
-                    self.cancel("no_listener")
-                    return
-            except BackendUnavailable as exc:
-                logger.warning("generation %s watcher: %s", self.id, exc)
 
-
-def _cancel_reason(message: Message) -> str:
-    import json
-
-    try:
-        reason = json.loads(message.data).get("reason")
-    except (ValueError, AttributeError):
-        reason = None
-    return reason if isinstance(reason, str) and len(reason) < 40 else "user"
+class _LeaseLost(Exception):
+    """Raised instead of publishing once this worker may no longer own the generation."""
 
 
 def create_generation(
@@ -314,13 +381,16 @@ def create_generation(
 
 
 async def shutdown_generations(timeout: float = 5.0) -> int:
-    """Cancel this process's generations (reason ``shutdown``) and let them save and end.
+    """Hand this process's generations over to other workers, or cancel them; returns how many.
 
-    Meant for a graceful shutdown, before the event loop stops: each generation then ends with
+    Meant for a graceful shutdown, before the event loop stops. A generation with a lease
+    (shared backend, rerunnable source) stops its upstream call, publishes nothing final and
+    releases its heartbeat, so the next resume on another worker continues it at once. Any
+    other (memory backend: one process) is cancelled (reason ``shutdown``): it ends with
     ``done`` (``cancelled``) and its ``on_finish`` runs, instead of staying unfinished.
-    Returns how many were running.
     """
-    running = [g for g in list(_local.values()) if g.cancel("shutdown")]
+    generations = list(_local.values())
+    running = [g for g in generations if g.hand_over() or g.cancel("shutdown")]
     tasks = [g.task for g in running if g.task is not None]
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)

@@ -8,6 +8,10 @@ exactly the code a real provider does (adapter, errors, coalescing, generations)
 
 ``OfflineModel`` is pure: it writes the answer and its chunks. ``OfflineTransport`` paces them
 at ``rate`` tokens per second (``LLM_OFFLINE_RATE``; 0 streams as fast as possible).
+
+Continuation, deterministically: a request whose last message is an ``assistant`` message
+holding the start of the answer gets only the rest (what a generation taken over by another
+worker sends, see ``stream_app.llm.takeover``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ class OfflineModel:
         quoted = " ".join(question.replace("_", " ").replace("*", " ").split())[:200]
         return _ANSWER.format(question=quoted)
 
+    def continued(self, messages: list[dict[str, Any]], text: str) -> str:
+        """The start of ``text`` given as a trailing assistant message to continue, else ""."""
+        if not messages or messages[-1].get("role") != "assistant":
+            return ""
+        prefix = _text_of(messages[-1].get("content"))
+        return prefix if text.startswith(prefix) else ""
+
     def tokens(self, text: str) -> list[str]:
         """Split ``text`` into word-sized deltas (a word with its leading whitespace)."""
         return _TOKEN.findall(text)
@@ -86,7 +97,8 @@ class OfflineModel:
     def chunks(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects of a streamed answer to ``request``."""
         messages = request.get("messages") or []
-        tokens = self.tokens(self.answer(messages))
+        text = self.answer(messages)
+        tokens = self.tokens(text[len(self.continued(messages, text)) :])
         base = {
             "id": f"chatcmpl-offline-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion.chunk",

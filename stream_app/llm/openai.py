@@ -28,7 +28,7 @@ import asyncio
 import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import httpx2
@@ -43,6 +43,7 @@ from .events import Error, LLMEvent, RawChunk, StreamStats, Token, ToolCallAccum
 from .offline import OFFLINE_BASE_URL, OfflineTransport
 
 __all__ = [
+    "ChatStream",
     "ChunkTranslator",
     "adapt_stream",
     "client_config",
@@ -220,14 +221,42 @@ class ChunkTranslator:
         return [*self.tools.complete(), self.stats.done(self.finish_reason, self.usage)]
 
 
-async def stream_chat(
+class ChatStream(AsyncIterator[LLMEvent | RawChunk]):
+    """The events of one ``stream_chat`` call, and the request that produced them.
+
+    ``request`` (``{"messages", "model", "params"}``) is what a generation stores so that
+    another worker can rerun it as a continuation (``stream_app.llm.takeover``); it is None
+    when the call cannot be rebuilt elsewhere: a client of your own, or arguments that are
+    not JSON.
+    """
+
+    __slots__ = ("_events", "request")
+
+    def __init__(
+        self, events: AsyncGenerator[LLMEvent | RawChunk, None], request: dict[str, Any] | None
+    ) -> None:
+        self._events = events
+        self.request = request
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> LLMEvent | RawChunk:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the upstream response (at once, even mid-answer)."""
+        await self._events.aclose()
+
+
+def stream_chat(
     messages: Iterable[dict[str, Any]],
     *,
     model: str | None = None,
     client: AsyncOpenAI | None = None,
     raw: bool = False,
     **params: Any,
-) -> AsyncIterator[LLMEvent | RawChunk]:
+) -> ChatStream:
     """Stream a chat completion as events, ending with exactly one ``Done`` or ``Error``.
 
     ``params`` go to ``chat.completions.create`` (``tools``, ``temperature``...). With
@@ -239,12 +268,31 @@ async def stream_chat(
     building the SDK's pydantic chunk objects took about 70% of the CPU of a stream. Use
     ``adapt_stream`` to turn an SDK stream you already have into events.
     """
+    messages = list(messages)
+    model = model or app_settings.LLM_MODEL
+    rerun: dict[str, Any] | None = None
+    if client is None:
+        rerun = {"messages": messages, "model": model, "params": params}
+        try:
+            json.dumps(rerun)
+        except (TypeError, ValueError):
+            rerun = None
+    return ChatStream(_stream_chat(messages, model, client, raw, dict(params)), rerun)
+
+
+async def _stream_chat(
+    messages: list[dict[str, Any]],
+    model: str,
+    client: AsyncOpenAI | None,
+    raw: bool,
+    params: dict[str, Any],
+) -> AsyncGenerator[LLMEvent | RawChunk, None]:
     client = client or get_client()
     translator = ChunkTranslator()
     options = {"include_usage": True, **(params.pop("stream_options", None) or {})}
     request: dict[str, Any] = {
-        "model": model or app_settings.LLM_MODEL,
-        "messages": list(messages),
+        "model": model,
+        "messages": messages,
         "stream": True,
         "stream_options": options,
         **params,

@@ -2,7 +2,9 @@
 
 A generation's producer runs in one process (``get_local``); every other worker knows it only
 through the backend's history of its channel ``generation:<id>``: ``lookup`` reads the owner
-from the filter its events carry, whether it finished, and whether its producer is gone.
+from the filter its events carry, whether it finished, and whether its producer is gone: on
+Redis, from the generation's heartbeat when it has a lease record (``stream_app.llm.leases``),
+else from the age of its last event.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.utils.crypto import salted_hmac
 
 from ..backends import get_backend
 from ..backends.base import Backend, Message, id_key
 from ..conf import app_settings
+from . import leases
 from .events import TERMINAL_EVENTS
 
 if TYPE_CHECKING:
@@ -60,9 +63,11 @@ class GenerationInfo:
     first_id: str
     terminal_id: str | None
     messages: list[Message]
-    #: Unfinished, and its producer is gone (its worker died or restarted): nothing will
-    #: ever finish it.
+    #: Unfinished, and its producer is gone (its worker died, restarted or handed it over):
+    #: nothing will finish it unless a worker takes it over (``record`` is not None).
     orphaned: bool = False
+    #: How to rerun it (``stream_app.llm.leases``), None if it cannot be taken over.
+    record: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -91,7 +96,12 @@ async def lookup(generation_id: str) -> GenerationInfo | None:
     terminal = next((m.id for m in messages if m.event in TERMINAL_EVENTS), None)
     info = GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
     if terminal is None and generation_id not in _local:
-        info.orphaned = _producer_gone(messages[-1].id)
+        lease = await leases.state(generation_id)
+        if lease is not None and lease.record is not None:
+            info.record = lease.record
+            info.orphaned = not lease.alive
+        else:
+            info.orphaned = _producer_gone(messages[-1].id)
     return info
 
 

@@ -4,10 +4,12 @@ Mount with ``path("chat/", include("stream_app.llm.urls"))``:
 
 - ``GET generations/<id>/stream/``: the generation's events, replayed after ``Last-Event-ID``
   (header or ``?lastEventId=``) or from its start without one, then live until ``done`` or
-  ``error``. ``204`` when the generation is unknown, expired, not the requester's, orphaned
-  (its worker died), or finished and already fully seen: ``EventSource`` stops reconnecting.
+  ``error``. A generation whose worker died is taken over here first when it can be
+  (``stream_app.llm.takeover``). ``204`` when the generation is unknown, expired, not the
+  requester's, orphaned for good (its worker died and it cannot be rerun), or finished and
+  already fully seen: ``EventSource`` stops reconnecting.
 - ``POST generations/<id>/cancel/`` (CSRF protected): ``202`` once asked; ``404`` unknown (or
-  someone else's); ``409`` already finished.
+  someone else's); ``409`` already finished (or orphaned for good).
 
 The view that starts a generation is the project's (it decides the prompt and what to save);
 it ends with ``return await stream_generation(request, generation, stream_chat(...))``.
@@ -36,6 +38,7 @@ from .generations import (
     owner_digest,
     wait_for_listener,
 )
+from .takeover import follow, take_over
 
 __all__ = [
     "GenerationSession",
@@ -144,6 +147,8 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
         return HttpResponse(status=204)
     try:
         info = await lookup(generation_id)
+        if info is not None and info.owner == owner and info.orphaned:
+            info = await take_over(info) or info
     except BackendUnavailable as exc:
         return _error(503, "backend_unavailable", str(exc))
     if info is None or info.owner != owner or info.orphaned:
@@ -174,6 +179,8 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
     backend.subscribe(name)
     await wait_for_listener(backend)
     await subscribe(session, [get_channel(name)])
+    if get_local(generation_id) is None:
+        follow(generation_id)
     return session.response
 
 
@@ -196,6 +203,12 @@ async def generation_cancel_view(request: HttpRequest, generation_id: str) -> Ht
         info = await lookup(generation_id)
         if info is None or info.owner != owner:
             return unknown
+        if info.orphaned:
+            # Taken over here, it is cancelled here: it ends with the text it had.
+            info = await take_over(info) or info
+            local = get_local(generation_id)
+            if local is not None and local.cancel("user"):
+                return JsonResponse({"status": "cancelling"}, status=202)
         if info.finished or info.orphaned:
             return _error(409, "already_finished", "the generation has finished")
         # The producer runs on another worker: it polls its channel for this event.

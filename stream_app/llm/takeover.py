@@ -1,0 +1,145 @@
+"""Taking over a generation whose worker died: the answer continues on this worker.
+
+When a worker sees an unfinished generation whose heartbeat has expired (``lookup`` says
+``orphaned`` and it has a lease record), ``take_over`` claims it (``SET NX``, so exactly one
+worker wins even when several clients resume it on several workers at once), re-reads its
+history (it may have finished meanwhile), and starts a new producer on the same channel:
+
+- the source is the recorded request (messages, model, params) plus the text already published
+  as a trailing ``assistant`` message, so the model continues the answer from there;
+- events keep the channel's ids (monotonic, from the backend), so a client's ``Last-Event-ID``
+  replay plus the live tail give the whole text exactly once;
+- ``done`` and ``on_finish`` (found again by its dotted path) carry the whole text.
+
+Limits, deliberately: with a real model the continuation is the model continuing from a
+partial answer in a trailing assistant message. Good models do that seamlessly, and
+providers that support assistant prefill (Anthropic, DeepSeek, vLLM / llama.cpp servers)
+honour it exactly; others may restate a few words. Tool calls in flight are not resumed (only
+text is carried over), and what the dead worker had read from upstream but not yet published
+(at most one coalescing interval) is generated again, not recovered.
+
+Who notices: a resume request (the stream view), a cancel, the chat's page load, and
+``follow``: while this worker has a session watching a generation that runs elsewhere it checks
+the heartbeat every ``GENERATION_HEARTBEAT`` seconds (one ``EXISTS``), so watchers that never
+reconnect see it continue too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from ..backends.base import BackendUnavailable
+from ..channels import get_channel
+from ..conf import app_settings
+from ..lifecycle import is_shutting_down, spawn
+from . import leases
+from .registry import GenerationInfo, channel_name, get_local, lookup
+
+__all__ = ["follow", "prefix_of", "take_over"]
+
+logger = logging.getLogger("stream_app")
+_followed: dict[str, asyncio.Future[Any]] = {}
+
+
+def prefix_of(info: GenerationInfo) -> str:
+    """The answer text already published (its ``token`` events, in order)."""
+    parts: list[str] = []
+    for message in info.messages:
+        if message.event == "token":
+            try:
+                text = json.loads(message.data).get("text")
+            except (ValueError, AttributeError):
+                text = None
+            if isinstance(text, str):
+                parts.append(text)
+    return "".join(parts)
+
+
+async def take_over(info: GenerationInfo) -> GenerationInfo | None:
+    """Continue an orphaned generation here; returns its fresh info, None if impossible.
+
+    The fresh info is not orphaned when this worker (or another, just before) took it over,
+    and finished if it had ended after all.
+    """
+    if not info.orphaned or info.record is None or is_shutting_down():
+        return None
+    if get_local(info.id) is None and await leases.claim(info.id):
+        try:
+            return await _start(info.id)
+        except BaseException:
+            await leases.release(info.id)
+            raise
+    # Another worker claimed it first (or it runs here already): it is alive again.
+    return await lookup(info.id)
+
+
+async def _start(generation_id: str) -> GenerationInfo | None:
+    from .generations import Generation
+    from .openai import stream_chat
+
+    # Read again under the lease: the old producer may have finished just before it let go.
+    info = await lookup(generation_id)
+    if info is None or info.finished or info.record is None:
+        await leases.release(generation_id)
+        return info
+    record = info.record
+    request = record.get("request") or {}
+    prefix = prefix_of(info)
+    messages = list(request.get("messages") or [])
+    if prefix:
+        messages.append({"role": "assistant", "content": prefix})
+    on_finish = None
+    if record.get("on_finish"):
+        try:
+            on_finish = import_string(record["on_finish"])
+        except ImportError:
+            logger.warning(
+                "generation %s: on_finish %s is gone", generation_id, record["on_finish"]
+            )
+    generation = Generation(
+        owner=info.owner,
+        id=generation_id,
+        on_finish=on_finish,
+        metadata=dict(record.get("metadata") or {}),
+        grace=float(record.get("grace") or app_settings.GENERATION_GRACE),
+        coalesce_ms=float(record.get("coalesce_ms") or 0),
+        coalesce_chars=int(record.get("coalesce_chars") or 0),
+    )
+    generation.request = request
+    source = stream_chat(messages, model=request.get("model"), **(request.get("params") or {}))
+    generation.start(source, prefix=prefix, first_id=info.first_id)
+    await leases.update_record(generation_id, record)
+    logger.info("generation %s taken over after %d characters", generation_id, len(prefix))
+    info.orphaned = False
+    return info
+
+
+def follow(generation_id: str) -> None:
+    """Watch the heartbeat of a generation that runs elsewhere while sessions here follow it."""
+    if generation_id in _followed or get_local(generation_id) is not None:
+        return
+    _followed[generation_id] = spawn(_follow(generation_id))
+
+
+async def _follow(generation_id: str) -> None:
+    channel = get_channel(channel_name(generation_id))
+    period = float(app_settings.GENERATION_HEARTBEAT)
+    try:
+        while channel.session_count > 0 and get_local(generation_id) is None:
+            await asyncio.sleep(period)
+            try:
+                if await leases.alive(generation_id):
+                    continue
+                info = await lookup(generation_id)
+                if info is None or info.finished:
+                    return
+                await take_over(info)
+            except BackendUnavailable as exc:
+                logger.warning("generation %s follower: %s", generation_id, exc)
+    finally:
+        _followed.pop(generation_id, None)
