@@ -295,9 +295,11 @@ async def test_two_workers_resuming_an_orphan_at_once_take_it_over_once(
             assert stream.status_code == 200
             return await stream.read_all(timeout=15)
 
-    both = await asyncio.wait_for(asyncio.gather(resume(left), resume(right)), 40)
+    # Three clients per worker, all at once: the claims really race, within and across workers.
+    resumes = [resume(server) for server in (left, right) for _ in range(3)]
+    everyone = await asyncio.wait_for(asyncio.gather(*resumes), 40)
     expected = expected_tokens(80)
-    for rest in both:
+    for rest in everyone:
         check_answer(events + rest, expected)
     assert len(continuations(fake_openai, marker)) == 1
 
