@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 import uuid
@@ -17,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from project.chat.models import Message
 from stream_app.backends.base import id_key
+from stream_app.llm.offline import OfflineModel
 from stream_app.protocol import Event
 from stream_app.testing import EventStream
 from tests.conftest import Server, start_server
@@ -270,3 +273,63 @@ async def test_generation_second_question_while_answering_is_409(
     await client.post(meta_of(events)["cancel_url"])
     await stream.read_all()
     await stream.close()
+
+
+def observed(metrics: str) -> float:
+    """How many generations the metrics endpoint has observed (the TTFT histogram's count)."""
+    match = re.search(r"^stream_generation_ttft_seconds_count (\S+)$", metrics, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_generation_finished_is_observed_once_in_the_metrics(
+    gen_server: Server,
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    client = await chat_client_factory(gen_server.url)
+    before = observed((await client.get("/stream/metrics/")).text)
+    stream, events = await start(client, "[tokens=20] metrics")
+    events += await stream.read_all()
+    await stream.close()
+    assert events[-1].event == "done"
+    after = observed((await client.get("/stream/metrics/")).text)
+    assert after == before + 1
+
+
+async def test_generation_shutdown_on_the_memory_backend_cancels_and_saves(
+    django_db_setup: None,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    # One process: there is no other worker to hand the generation to.
+    server = start_server("uvicorn", llm_env(fake_openai))
+    try:
+        client = await chat_client_factory(server.url)
+        stream, events = await start(client, "[tokens=3000] [delay=20]")
+        events += await read_until_tokens(stream, 2)
+        server.proc.send_signal(signal.SIGTERM)
+        events += await stream.read_all()
+        await stream.close()
+        assert await asyncio.to_thread(server.proc.wait, 15) is not None
+    finally:
+        server.stop(signal.SIGKILL)
+    done = json.loads(events[-1].data or "")
+    assert (events[-1].event, done["finish_reason"]) == ("done", "cancelled")
+    assert done["cancel_reason"] == "shutdown"
+    answer = await Message.objects.aget(generation_id=meta_of(events)["id"])
+    assert answer.status == Message.Status.CANCELLED
+    assert answer.content == token_text(events)
+    assert answer.content == done["text"]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 7, 40])
+def test_generation_offline_model_continues_a_partial_answer(cut: int) -> None:
+    model = OfflineModel()
+    messages = [{"role": "user", "content": "How does resuming work?"}]
+    tokens = model.tokens(model.answer(messages))
+    prefix = "".join(tokens[:cut])
+    request = {"messages": [*messages, {"role": "assistant", "content": prefix}], "stream": True}
+    rest = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in model.chunks(request) if c["choices"]
+    )
+    assert prefix + rest == model.answer(messages)
+    assert len(rest) < len(model.answer(messages)) or cut == 0

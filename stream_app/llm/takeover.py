@@ -33,6 +33,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from ..backends import get_backend
 from ..backends.base import BackendUnavailable
 from ..channels import get_channel
 from ..conf import app_settings
@@ -122,6 +123,9 @@ async def _start(generation_id: str) -> GenerationInfo | None:
 def follow(generation_id: str) -> None:
     """Watch the heartbeat of a generation that runs elsewhere while sessions here follow it."""
     if generation_id in _followed or get_local(generation_id) is not None:
+        return
+    if get_backend().local_only:
+        # One process runs every producer: there is no heartbeat to watch.
         return
     _followed[generation_id] = spawn(_follow(generation_id))
 
