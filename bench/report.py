@@ -74,8 +74,14 @@ def _ours(records: list[Record], scenario: str, **match: Any) -> list[Record]:
     return found
 
 
-def _target(name: str, limit: str, records: list[Record], metric: str,
-            ok: Callable[[float], bool], unit: str = "") -> list[Record]:  # fmt: skip
+def _target(
+    name: str,
+    limit: str,
+    records: list[Record],
+    metric: str,
+    ok: Callable[[float], bool],
+    unit: str = "",
+) -> list[Record]:
     if not records:
         return [{"target": name, "limit": limit, "measured": None, "ok": None, "where": ""}]
     rows = []
@@ -243,7 +249,7 @@ def format_tables(records: list[Record], targets: list[Record]) -> str:
             t["limit"],
             t["where"],
             "-" if t["measured"] is None else f"{t['measured']:.3f}{t['unit']}",
-            _RESULTS[t["ok"]],
+            "ERROR" if t.get("error") else _RESULTS[t["ok"]],
         ]
         for t in targets
     )
