@@ -100,7 +100,8 @@ class StreamASGIHandler(ASGIHandler):
         finally:
             _handoff.reset(token)
         if slot.session is not None:
-            await slot.session.run_asgi(send, receive)
+            session, slot.session, slot.request = slot.session, None, None
+            await session.run_asgi(send, receive)
 
     def create_request(self, scope: Any, body_file: Any) -> Any:
         """Django's request, remembered for error responses raised while preparing a stream."""

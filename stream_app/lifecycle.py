@@ -14,6 +14,7 @@ the handler is installed, chained to the server's, when the first request arrive
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import signal
@@ -94,10 +95,15 @@ def install_signal_handlers() -> None:
     """Chain a graceful-shutdown handler in front of the server's SIGTERM and SIGINT handlers.
 
     Called from the running event loop in the main thread; does nothing elsewhere or twice.
+    Also freezes the objects that exist at that point (Django, the apps, the URLconf) out of
+    the garbage collector's sight: a full collection then walks only what streams create,
+    which keeps its pauses (and so broadcast latency) short with thousands of open streams.
     """
     if _state["installed"] or threading.current_thread() is not threading.main_thread():
         return
     _state["installed"] = True
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(signum)

@@ -76,7 +76,7 @@ class SSEResponse(SessionResponse):
         super().__init__(session, status, headers)
         self.event = event
         self._source = source
-        self._iterator: AsyncIterator[Any] | None = None
+        self._source_iterator: AsyncIterator[Any] | None = None
         self._first: Any = _END
         self._prefetched = False
         self.stream = Stream(session)
@@ -100,9 +100,9 @@ class SSEResponse(SessionResponse):
         if self._prefetched or self._source is None or callable(self._source):
             return
         self._prefetched = True
-        self._iterator = self._items()
+        self._source_iterator = self._items()
         try:
-            self._first = await anext(self._iterator)
+            self._first = await anext(self._source_iterator)
         except StopAsyncIteration:
             self._first = _END
 
@@ -113,12 +113,12 @@ class SSEResponse(SessionResponse):
             if inspect.isawaitable(result):
                 await result
             return
-        if self._iterator is None:
-            self._iterator = self._items()
+        if self._source_iterator is None:
+            self._source_iterator = self._items()
         elif self._first is not _END and not await self._emit(self._first):
             return
         self._first = _END
-        async for item in self._iterator:
+        async for item in self._source_iterator:
             if not await self._emit(item):
                 return
 

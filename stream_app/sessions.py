@@ -81,7 +81,23 @@ class Serializer:
         raise NotImplementedError
 
 
-_compact_json = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_encoder = json.JSONEncoder(
+    separators=(",", ":"),
+    ensure_ascii=False,
+    check_circular=False,
+    default=DjangoJSONEncoder().default,
+)
+
+
+def _compact_json(data: Any) -> str:
+    """Compact JSON with Django's encoder for dates, decimals, UUIDs and lazy strings.
+
+    Exact ints (the commonest token payload) skip the encoder; the rest goes through one
+    shared ``JSONEncoder`` whose C implementation handles the containers.
+    """
+    if type(data) is int:
+        return str(data)
+    return _json_encoder.encode(data)
 
 
 class _Stats:
@@ -226,6 +242,15 @@ class SessionResponse(StreamingHttpResponse):
             headers=merged,
         )
         self.session = session
+
+    def _set_streaming_content(self, value: Any) -> None:
+        if isinstance(value, _Body):
+            # Keep the body itself (an async iterable): the writer is created only if Django
+            # streams this response, not for every response handed off to stream_app.asgi.
+            self._iterator = value
+            self.is_async = True
+        else:
+            super()._set_streaming_content(value)  # type: ignore[misc]
 
 
 class Session:
@@ -406,14 +431,20 @@ class Session:
 
         Returns False if the session ended before the source was exhausted.
         """
+        queue = self._queue
         if isinstance(source, AsyncIterable):
             async for item in source:
                 if not await self.send(item, event):
                     return False
-        else:
-            for item in source:
-                if not await self.send(item, event):
-                    return False
+            return True
+        for item in source:
+            frame = self.encode(item, event)
+            # While there is room, queue without a coroutine per item; the writer takes the
+            # whole batch at its next turn.
+            if (len(queue) >= self.max_queue or self._closing) and not await self._wait_for_room():
+                return False
+            if not self._enqueue(frame):
+                return False
         return True
 
     async def stream(
@@ -630,6 +661,9 @@ class Session:
         try:
             async for chunk in self._chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # The request's work is done once the stream runs (the connect hooks have
+                # seen it): drop it, a few kilobytes and a hundred objects per idle stream.
+                self.request = None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             # uvicorn raises ClientDisconnected (an OSError) on a write after a disconnect.

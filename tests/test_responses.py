@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -89,3 +90,25 @@ async def test_sseresponse_proxies_other_content_as_data(
         events = await stream.read_all()
     body = json.loads("".join(e.data or "" for e in events))
     assert "open" in body
+
+
+@pytest.mark.parametrize("path", ["iterable", "async", "manual", "value", "fail-after"])
+async def test_sseresponse_under_djangos_own_asgi_handler(
+    server_factory: Callable[..., Server], path: str
+) -> None:
+    # Without stream_app.asgi Django itself iterates the response (and holds its thread).
+    server = server_factory("uvicorn", {"STREAM_PLAIN_DJANGO": "1"})
+    async with EventStream(f"{server.url}/t/sse/{path}/") as stream:
+        events = await stream.read_all()
+    assert stream.status_code == 200
+    assert events
+    assert events[-1].event in ("item", None, "end", "second", "error")
+
+
+async def test_session_under_djangos_own_asgi_handler(
+    server_factory: Callable[..., Server],
+) -> None:
+    server = server_factory("uvicorn", {"STREAM_PLAIN_DJANGO": "1"})
+    async with EventStream(f"{server.url}/t/flood/?n=5000&max_queue=50") as stream:
+        events = await stream.read_all()
+    assert [int(e.data or "") for e in events] == list(range(5000))
