@@ -81,6 +81,13 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES"):
         if not isinstance(merged[key], int) or merged[key] < 1:
             errors.append(_range_error(key, "a positive integer", merged[key]))
+    threshold = merged["GC_THRESHOLD"]
+    if threshold is not None and (
+        not isinstance(threshold, list | tuple)
+        or not 1 <= len(threshold) <= 3
+        or not all(isinstance(n, int) and n > 0 for n in threshold)
+    ):
+        errors.append(_range_error("GC_THRESHOLD", "None or 1 to 3 positive integers", threshold))
     for key in ("KEEP_ALIVE", "RETRY"):
         if merged[key] is not None and (
             not isinstance(merged[key], int | float) or merged[key] < 0

@@ -53,6 +53,10 @@ def test_check_w002_gzip_middleware(settings: Any) -> None:
         ({"KEEP_ALIVE": -1}, ["stream_app.E006"]),
         ({"RETRY": "soon"}, ["stream_app.E006"]),
         ({"HISTORY_SIZE": 1.5, "TYPO": 1}, ["stream_app.E003", "stream_app.E006"]),
+        ({"GC_THRESHOLD": None}, []),
+        ({"GC_THRESHOLD": [10_000]}, []),
+        ({"GC_THRESHOLD": (0, 10, 10)}, ["stream_app.E006"]),
+        ({"GC_THRESHOLD": 700}, ["stream_app.E006"]),
     ],
 )
 def test_check_settings(value: Any, expected: list[str]) -> None:

@@ -155,3 +155,24 @@ async def test_per_user_connection_cap(server_factory: Callable[..., Server]) ->
         for stream in streams:
             await stream.close()
         await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "threshold", "frozen"),
+    [
+        ("uvicorn", "{}", [50_000, 20, 10], True),
+        ("daphne", "{}", [50_000, 20, 10], True),
+        ("uvicorn", '{"GC_THRESHOLD": null}', [700, 10, 10], False),
+    ],
+)
+async def test_gc_is_tuned_at_startup(
+    server_factory: Callable[..., Server],
+    kind: str,
+    options: str,
+    threshold: list[int],
+    frozen: bool,
+) -> None:
+    server = server_factory(kind, {"STREAM_APP_JSON": options})
+    state = await fetch_json(f"{server.url}/t/state/")
+    assert state["gc_threshold"] == threshold
+    assert (state["gc_frozen"] > 10_000) is frozen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -149,6 +150,8 @@ async def state(request: HttpRequest) -> JsonResponse:
             "push_after_close": record["push_after_close"],
             "held": _hold.session_count,
             "tasks": len(asyncio.all_tasks()),
+            "gc_threshold": list(gc.get_threshold()),
+            "gc_frozen": gc.get_freeze_count(),
             "channels": channel_snapshot(),
         }
     )
