@@ -4,6 +4,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-from stream_app.asgi import get_asgi_application  # noqa: E402
+from stream_app.asgi import get_asgi_application
 
 application = get_asgi_application()
