@@ -1,4 +1,5 @@
-"""Server processes (pinned to core 0), a private Redis, and what /proc says about them."""
+"""Server processes (pinned to core 0), a private Redis, the fake LLM upstream, and what /proc
+says about them."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ __all__ = [
     "rss_kb",
     "start_redis",
     "start_server",
+    "start_upstream",
     "threads",
 ]
 
@@ -266,6 +268,36 @@ async def start_redis(log_dir: Path) -> Proc:
             if time.monotonic() > deadline or not proc.alive():
                 raise RuntimeError(f"redis-server did not start: {proc.log_tail()}")
             await asyncio.sleep(0.05)
+        proc.pids = [proc.popen.pid]
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+async def start_upstream(log_dir: Path) -> Proc:
+    """The fake OpenAI upstream (``tests.fake_openai``) on core 1, beside the load generator.
+
+    It shares the client's core so that the server under test keeps core 0 to itself; direct
+    and through-our-server figures are taken with the same arrangement.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "tests.fake_openai", "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = _spawn("fake-openai", _pinned(CLIENT_CORE, command), env, log_dir, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if not proc.alive():
+                raise RuntimeError(f"fake upstream exited: {proc.log_tail()}")
+            try:
+                # An empty body is a non-streamed request: answered with one JSON completion.
+                await http_json(port, "POST", "/v1/chat/completions", timeout=2)
+                break
+            except (OSError, TimeoutError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"fake upstream did not start: {proc.log_tail()}") from None
+                await asyncio.sleep(0.1)
         proc.pids = [proc.popen.pid]
     except BaseException:
         proc.stop()
