@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_USER": None,
     # Garbage collector thresholds set at start-up (after freezing start-up objects), or None
     # to leave the collector alone: see stream_app.lifecycle.tune_gc for the measurements.
-    "GC_THRESHOLD": (50_000, 20, 10),
+    "GC_THRESHOLD": (50_000, 5, 5),
     # Stream the response outside Django's per-request thread (see stream_app.asgi).
     "HANDOFF": True,
     # Hooks (dotted paths) ``async (session, channel_names) -> None`` that stream_view awaits

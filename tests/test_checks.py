@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import pytest
-from django.core.checks import run_checks
+from django.core.checks import Tags, run_checks
 from django.test import override_settings
 
 from stream_app import checks
@@ -22,7 +22,7 @@ def test_check_e001_runserver_without_daphne(
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
     settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
     assert ids(checks.check_server()) == ["stream_app.E001"]
-    assert "stream_app.E001" in ids(run_checks())
+    assert "stream_app.E001" in ids(run_checks(tags=[Tags.compatibility]))
 
 
 def test_check_e001_quiet_with_daphne_or_other_commands(
@@ -79,4 +79,4 @@ def test_check_e005_backend_import(path: str, expected: list[str]) -> None:
 
 def test_checks_are_registered() -> None:
     with override_settings(STREAM_APP={"TYPO": 1}):
-        assert "stream_app.E003" in ids(run_checks())
+        assert "stream_app.E003" in ids(run_checks(tags=[Tags.compatibility]))

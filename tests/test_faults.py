@@ -91,10 +91,10 @@ async def test_connection_flood_above_the_cap_is_refused_and_bounded(
 
     try:
         sizes = []
-        for _ in range(3):
+        for _ in range(8):
             started = time.monotonic()
             statuses = await asyncio.gather(*(attempt() for _ in range(300)))
-            assert statuses.count(200) == (3 if not sizes else 0)
+            assert statuses.count(200) == (0 if sizes else 3)
             assert statuses.count(429) == 300 - statuses.count(200)
             assert time.monotonic() - started < 20
             sizes.append(rss_kb(server.proc.pid))
@@ -106,9 +106,10 @@ async def test_connection_flood_above_the_cap_is_refused_and_bounded(
             )
         event = await bystander.next_event(timeout=5)
         assert (event.data, event.id) == ("after the flood", response.json()["id"])
-        # Bounded: the first flood sets the high-water mark (Django runs each concurrent
-        # request with a thread of its own), later floods of the same size do not raise it.
-        assert sizes[2] - sizes[0] < 15_000, (before, sizes)
+        # Bounded: memory climbs while the garbage of refused requests waits for the older
+        # generations' collections (GC_THRESHOLD), then levels off; a leak would keep adding
+        # ~8 MB per flood of 300.
+        assert max(sizes[-4:]) - min(sizes[-4:]) < 20_000, (before, sizes)
     finally:
         for response in opened:
             await response.aclose()

@@ -46,7 +46,7 @@ def channel_name(generation_id: str) -> str:
 
 def owner_digest(owner: str) -> str:
     """The digest that stands for ``owner`` (``user:<pk>`` or ``session:<key>``) in events."""
-    return salted_hmac("stream_app.llm.generation", owner).hexdigest()[:32]
+    return salted_hmac("stream_app.llm.generation", owner, algorithm="sha256").hexdigest()[:32]
 
 
 def get_local(generation_id: str) -> Generation | None:
