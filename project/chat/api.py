@@ -145,28 +145,8 @@ def _page_or_token(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-@csrf_exempt
-async def vercel_chat(request: HttpRequest) -> HttpResponseBase:
-    """``POST /api/chat`` for ``useChat``: the answer as a UI message stream (v1)."""
-    refused = _page_or_token(request)
-    if refused is not None:
-        return refused
-    body, refused = _json_body(request)
-    if refused is not None:
-        return refused
-    assert body is not None
-    messages = _ui_messages(body.get("messages"))
-    if messages is None:
-        return error(400, "invalid_messages", "'messages' must be a list of UI messages")
-    message_id = body.get("messageId") if isinstance(body.get("messageId"), str) else None
-    return await llm_response(
-        request, stream_chat(messages), format="vercel", message_id=message_id
-    )
-
-
-@csrf_exempt
-async def events_stream(request: HttpRequest) -> HttpResponseBase:
-    """``POST /api/stream``: the answer as our named events, tied to this connection."""
+def _chat_request(request: HttpRequest) -> tuple[dict[str, Any], list[Any]] | HttpResponseBase:
+    """The JSON body and its messages, or the error response that refuses the request."""
     refused = _page_or_token(request)
     if refused is not None:
         return refused
@@ -177,5 +157,28 @@ async def events_stream(request: HttpRequest) -> HttpResponseBase:
     messages = _ui_messages(body.get("messages"))
     if messages is None:
         return error(400, "invalid_messages", "'messages' must be a list of chat messages")
+    return body, messages
+
+
+@csrf_exempt
+async def vercel_chat(request: HttpRequest) -> HttpResponseBase:
+    """``POST /api/chat`` for ``useChat``: the answer as a UI message stream (v1)."""
+    parsed = _chat_request(request)
+    if isinstance(parsed, HttpResponseBase):
+        return parsed
+    body, messages = parsed
+    message_id = body.get("messageId") if isinstance(body.get("messageId"), str) else None
+    return await llm_response(
+        request, stream_chat(messages), format="vercel", message_id=message_id
+    )
+
+
+@csrf_exempt
+async def events_stream(request: HttpRequest) -> HttpResponseBase:
+    """``POST /api/stream``: the answer as our named events, tied to this connection."""
+    parsed = _chat_request(request)
+    if isinstance(parsed, HttpResponseBase):
+        return parsed
+    body, messages = parsed
     params = {key: body[key] for key in ("tools", "tool_choice") if key in body}
     return await llm_response(request, stream_chat(messages, **params))
