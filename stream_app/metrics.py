@@ -33,7 +33,6 @@ answers 501 and ``observe_generation`` does nothing.
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .conf import app_settings
+from .permissions import bearer_matches
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -222,12 +222,7 @@ def observe_generation(ttft_s: float | None, tokens_per_s: float | None) -> None
 
 def _authorized(request: HttpRequest) -> bool:
     token = app_settings.METRICS_TOKEN
-    if not token:
-        return True
-    header = request.headers.get("Authorization", "")
-    return header.startswith("Bearer ") and hmac.compare_digest(
-        header[7:].encode(), str(token).encode()
-    )
+    return not token or bearer_matches(request, token)
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -13,18 +13,17 @@ Both are direct streams: the upstream call lives as long as the client's connect
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from stream_app.conf import app_settings
 from stream_app.llm.openai import stream_chat
 from stream_app.llm.responses import llm_response
+from stream_app.permissions import bearer_matches, csrf_passes
 
 from .views import error
 
@@ -45,14 +44,6 @@ PASS_THROUGH = {
     "user",
 }
 MAX_BODY = 1_000_000
-
-
-def _bearer_ok(request: HttpRequest) -> bool:
-    token = getattr(settings, "CHAT_API_TOKEN", None)
-    header = request.headers.get("Authorization", "")
-    if not token or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[7:].encode(), str(token).encode())
 
 
 def _json_body(request: HttpRequest) -> tuple[dict[str, Any] | None, HttpResponse | None]:
@@ -81,7 +72,7 @@ async def openai_chat_completions(request: HttpRequest) -> HttpResponseBase:
     """``POST /v1/chat/completions`` with ``stream: true``, answered in the OpenAI format."""
     if request.method != "POST":
         return error(405, "method_not_allowed", "POST a chat completion request")
-    if not _bearer_ok(request):
+    if not bearer_matches(request, getattr(settings, "CHAT_API_TOKEN", None)):
         return error(401, "unauthorized", "send Authorization: Bearer <CHAT_API_TOKEN>")
     body, refused = _json_body(request)
     if refused is not None:
@@ -128,19 +119,13 @@ def _ui_messages(messages: Any) -> list[dict[str, str]] | None:
     return converted
 
 
-def _ok(request: HttpRequest) -> HttpResponse:
-    return HttpResponse()
-
-
 def _page_or_token(request: HttpRequest) -> HttpResponse | None:
     """None if the request has the bearer token or passes Django's CSRF check (a page)."""
     if request.method != "POST":
         return error(405, "method_not_allowed", "POST the chat's messages")
-    if _bearer_ok(request):
+    if bearer_matches(request, getattr(settings, "CHAT_API_TOKEN", None)):
         return None
-    # Pass a callback that is not csrf_exempt: process_view skips exempt views entirely.
-    rejected = CsrfViewMiddleware(_ok).process_view(request, _ok, (), {})
-    if rejected is not None:
+    if not csrf_passes(request):
         return error(403, "csrf_failed", "CSRF verification failed")
     return None
 
