@@ -63,12 +63,10 @@ class SSEResponse(SessionResponse):
         serializer: Any = json,
         max_queue: int | None = None,
     ) -> None:
-        from .conf import app_settings
-
         session = Session(
             request,
-            retry=app_settings.RETRY if isinstance(retry, _Unset) else retry,
-            keep_alive=app_settings.KEEP_ALIVE if isinstance(keep_alive, _Unset) else keep_alive,
+            retry=retry,
+            keep_alive=keep_alive,
             serializer=serializer,
             max_queue=max_queue,
             response=self,

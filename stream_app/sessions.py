@@ -298,8 +298,8 @@ class Session:
         self,
         request: HttpRequest | None,
         *,
-        retry: int | None = None,
-        keep_alive: float | None = None,
+        retry: int | _Unset | None = UNSET,
+        keep_alive: float | _Unset | None = UNSET,
         status: int = 200,
         headers: dict[str, str] | None = None,
         trust_client_event_id: bool = True,
@@ -312,14 +312,17 @@ class Session:
         max_lifetime: float | _Unset | None = UNSET,
         response: SessionResponse | None = None,
     ) -> None:
-        if retry is not None:
-            protocol._check_retry(retry)
+        # UNSET means "the setting", None "disabled", for every option that has a setting.
+        self.retry: int | None = app_settings.RETRY if isinstance(retry, _Unset) else retry
+        self.keep_alive: float | None = (
+            app_settings.KEEP_ALIVE if isinstance(keep_alive, _Unset) else keep_alive
+        )
+        if self.retry is not None:
+            protocol._check_retry(self.retry)
         if overflow not in ("close", "raise"):
             raise ValueError(f"overflow must be 'close' or 'raise', not {overflow!r}")
         self.request: HttpRequest | None = request
         self.method = request.method if request is not None else "GET"
-        self.retry = retry
-        self.keep_alive = keep_alive
         self.serializer = serializer
         self.sanitizer = sanitizer
         self.state: dict[str, Any] = {} if state is None else state
@@ -770,8 +773,8 @@ async def create_session(
     require_asgi(request)
     return Session(
         request,
-        retry=app_settings.RETRY if isinstance(retry, _Unset) else retry,
-        keep_alive=app_settings.KEEP_ALIVE if isinstance(keep_alive, _Unset) else keep_alive,
+        retry=retry,
+        keep_alive=keep_alive,
         status=status,
         headers=headers,
         trust_client_event_id=trust_client_event_id,

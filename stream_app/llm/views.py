@@ -27,7 +27,6 @@ from ..asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable, id_key
 from ..channels import get_channel, subscribe
-from ..conf import app_settings
 from ..sessions import Session
 from .events import LLMEvent, RawChunk
 from .generations import (
@@ -107,8 +106,6 @@ def generation_urls(generation_id: str) -> dict[str, str | None]:
 
 def _session(request: HttpRequest, owner: str, **options: Any) -> GenerationSession:
     require_asgi(request)
-    options.setdefault("retry", app_settings.RETRY)
-    options.setdefault("keep_alive", app_settings.KEEP_ALIVE)
     return GenerationSession(request, state={"owner": owner}, **options)
 
 
