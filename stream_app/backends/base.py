@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "BackendUnavailable", "History", "Message", "id_key"]
+__all__ = ["Backend", "BackendUnavailable", "History", "Message", "id_key", "in_id_order"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -58,6 +58,12 @@ def id_key(event_id: str) -> tuple[int, ...] | None:
     if not sep or not head.isdigit() or not tail.isdigit() or len(event_id) > 64:
         return None
     return (int(head), int(tail))
+
+
+def in_id_order(messages: list[Message]) -> list[Message]:
+    """``messages`` of several channels sorted into one history by id (ids grow across them)."""
+    messages.sort(key=lambda m: id_key(m.id) or (0, 0))
+    return messages
 
 
 class Backend:

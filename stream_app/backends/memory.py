@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from ..conf import app_settings
-from .base import Backend, History, Message, id_key
+from .base import Backend, History, Message, id_key, in_id_order
 
 __all__ = ["MemoryBackend"]
 
@@ -59,13 +59,7 @@ class MemoryBackend(Backend):
 
     async def publish(self, message: Message) -> str:
         """Record and deliver at once in this loop."""
-        self._record(message)
-        loop = self._loop
-        if loop is None or loop is asyncio.get_running_loop():
-            self.deliver(message)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self.deliver, message)
-        return message.id
+        return self.publish_sync(message)
 
     def publish_sync(self, message: Message) -> str:
         """Record, and deliver in the sessions' loop (at once if this is its thread)."""
@@ -100,5 +94,4 @@ class MemoryBackend(Backend):
                 if ring.dropped is not None and ring.dropped > key:
                     complete = False
                 messages.extend(m for m in ring.entries if (id_key(m.id) or (0, 0)) > key)
-        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
-        return History(messages, complete)
+        return History(in_id_order(messages), complete)

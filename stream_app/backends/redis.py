@@ -43,7 +43,7 @@ from redis.connection import parse_url
 
 from ..conf import app_settings
 from ..lifecycle import spawn
-from .base import Backend, BackendUnavailable, History, Message, id_key
+from .base import Backend, BackendUnavailable, History, Message, id_key, in_id_order
 
 __all__ = ["RedisBackend"]
 
@@ -122,6 +122,17 @@ def _trimmed_after(info: dict[str, Any], key: tuple[int, ...]) -> bool:
         return False
     first_key = id_key(str(first[0]))
     return first_key is not None and first_key > key
+
+
+def _merged(names: list[str], entries: list[Any]) -> list[Message]:
+    """The XRANGE replies of the streams of ``names`` as one history in id order."""
+    return in_id_order(
+        [
+            Message.loads(name, entry_id, fields["m"])
+            for name, found in zip(names, entries, strict=True)
+            for entry_id, fields in found
+        ]
+    )
 
 
 class RedisBackend(Backend):
@@ -364,13 +375,7 @@ class RedisBackend(Backend):
             for name in names:
                 pipe.xrange(self.stream_key(name), self._last_id, "+")
             results = await pipe.execute()
-        messages = [
-            Message.loads(name, entry_id, fields["m"])
-            for name, entries in zip(names, results, strict=True)
-            for entry_id, fields in entries
-        ]
-        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
-        for message in messages:
+        for message in _merged(names, results):
             key = id_key(message.id)
             if key is not None and (self._last_key is None or key > self._last_key):
                 self._last_key, self._last_id = key, message.id
@@ -411,17 +416,13 @@ class RedisBackend(Backend):
             results = await pipe.execute(raise_on_error=False)
         epoch = results[0]
         complete = epoch is not None and int(epoch) <= key[0]
-        messages: list[Message] = []
-        for index, name in enumerate(names):
-            entries, info = results[1 + 2 * index], results[2 + 2 * index]
-            if isinstance(entries, Exception):
-                raise entries
-            if isinstance(info, dict) and _trimmed_after(info, key):
-                complete = False
-            for entry_id, fields in entries:
-                messages.append(Message.loads(name, entry_id, fields["m"]))
-        messages.sort(key=lambda m: id_key(m.id) or (0, 0))
-        return History(messages, complete)
+        entries, infos = results[1::2], results[2::2]
+        for found in entries:
+            if isinstance(found, Exception):
+                raise found
+        if any(isinstance(info, dict) and _trimmed_after(info, key) for info in infos):
+            complete = False
+        return History(_merged(names, entries), complete)
 
     async def count(self, channel: str, filter: Any) -> int:
         """Ask every listening worker for its matching sessions and add the answers up."""
