@@ -11,6 +11,7 @@ the backend, may use a callable filter, and have no history.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -25,6 +26,7 @@ from .backends.base import BackendUnavailable, Message, id_key
 from .conf import app_settings
 from .filters import FilterError, Predicate, compile_filter
 from .lifecycle import spawn
+from .sessions import _compact_json, stats
 from .signals import broadcast_sent
 
 if TYPE_CHECKING:
@@ -230,8 +232,6 @@ _filter_cache: dict[str, Predicate | None] = {}
 def _compiled(spec: Any) -> Predicate | None:
     if spec is None:
         return None
-    import json
-
     key = json.dumps(spec, sort_keys=True)
     predicate = _filter_cache.get(key)
     if predicate is None:
@@ -247,16 +247,12 @@ def _compiled(spec: Any) -> Predicate | None:
 
 
 def _serialize(data: Any) -> str:
-    from .sessions import _compact_json
-
     if isinstance(data, bytes | bytearray | memoryview):
         raise TypeError("broadcast() takes text or serializable data, not bytes")
     return _compact_json(data)
 
 
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
-    from .sessions import stats
-
     stats.events_published += 1
     if broadcast_sent.receivers:
         broadcast_sent.send(sender=Channel, channel=channel, id=event_id, event=message.event)
@@ -265,7 +261,6 @@ def _sent(event_id: str, channel: Channel, message: Message) -> str:
 
 def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
     from .logs import log_publish_error
-    from .sessions import stats
 
     stats.publish_errors += 1
     log_publish_error(message.channel, exc)
@@ -327,8 +322,6 @@ async def subscribe(session: Session, channels: Iterable[Channel]) -> None:
 
 
 async def _replay(session: Session, channels: list[Channel]) -> None:
-    from .sessions import stats
-
     after = session.last_event_id or ""
     backend = get_backend()
     if session._replay is None:
@@ -365,8 +358,6 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
 
 
 def _reset_frame(after: str, reason: str) -> bytes:
-    from .sessions import _compact_json, stats
-
     stats.replay_resets += 1
     body = {"reason": reason, "last_event_id": after[:64]}
     return protocol.encode_data(_compact_json(body), "reset")
