@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
-from .asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi
+from .asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi, stream_endpoint
 from .backends.base import BackendUnavailable
 from .channels import (
     ChannelNameError,
@@ -53,6 +53,7 @@ def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
 
+@stream_endpoint
 async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpResponseBase:
     """Stream the channels the client asks for, after checking each one."""
     try:

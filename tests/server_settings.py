@@ -10,6 +10,10 @@ if os.environ.get("STREAM_GZIP"):
     from tests.settings import MIDDLEWARE
 
     MIDDLEWARE.insert(0, "django.middleware.gzip.GZipMiddleware")
+if os.environ.get("STREAM_RECORDING_MIDDLEWARE"):
+    from tests.settings import MIDDLEWARE
+
+    MIDDLEWARE.append("tests.handshake_views.RecordingMiddleware")
 if os.environ.get("STREAM_APP_JSON"):
     import json
 

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from project.urls import urlpatterns as demo_urlpatterns
-from tests import views
+from tests import handshake_views, views
 
 urlpatterns = [
     *demo_urlpatterns,
@@ -24,4 +24,10 @@ urlpatterns = [
     path("t/sse/fail-before/", views.sse_fail_before),
     path("t/sse/fail-after/", views.sse_fail_after),
     path("t/sse/proxy/", views.sse_proxy),
+    path("t/hs/plain/", handshake_views.plain),
+    path("t/hs/endpoint/", handshake_views.endpoint),
+    path("t/hs/leftover/", handshake_views.leftover),
+    path("t/hs/slow/", handshake_views.slow),
+    path("t/hs/broken/", handshake_views.broken),
+    path("t/hs/report/", handshake_views.report),
 ]

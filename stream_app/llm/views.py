@@ -23,7 +23,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import NoReverseMatch, reverse
 
-from ..asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi
+from ..asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi, stream_endpoint
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable, id_key
 from ..channels import get_channel, subscribe
@@ -133,6 +133,7 @@ async def stream_generation(
     return session.response
 
 
+@stream_endpoint
 async def generation_stream_view(request: HttpRequest, generation_id: str) -> HttpResponseBase:
     """Replay and follow a generation (see the module docstring)."""
     try:
