@@ -77,7 +77,7 @@ class Profiler:
     def __init__(self, pid: int, output: Path) -> None:
         self.output = output
         command = [
-            _py_spy(), "record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking",
+            _py_spy(), "record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking", "--gil",
             "--format", "raw", "--output", str(output),
         ]  # fmt: skip
         self.popen = subprocess.Popen(

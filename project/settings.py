@@ -140,5 +140,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"stream_app": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "stream_app": {
+            "handlers": ["console"],
+            "level": os.environ.get("STREAM_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
 }
