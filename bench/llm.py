@@ -25,7 +25,7 @@ import uvloop
 from bench.llm_load import Meter, Streams, Target, Ttft, measure_streams, measure_ttft, warm_up
 from bench.procs import CLIENT_CORE, ROOT, Proc, raise_nofile, start_server, start_upstream
 from bench.profiling import Profiler
-from bench.report import load_average, machine, write_json
+from bench.report import load_average, machine, number, text_table, write_json
 
 RESULTS = ROOT / "bench" / "results"
 Record = dict[str, Any]
@@ -166,23 +166,6 @@ async def run(
     return records
 
 
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
-
-
-def _table(title: str, headers: list[str], rows: list[list[str]]) -> str:
-    body = [headers, *rows]
-    widths = [max(len(row[i]) for row in body) for i in range(len(headers))]
-    lines = [title]
-    for index, row in enumerate(body):
-        lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def add_comparisons(records: list[Record]) -> None:
     """Each record against ``direct`` in the same shape: TTFT overhead, tokens/s ratio."""
     direct = {
@@ -206,9 +189,9 @@ def format_tables(records: list[Record]) -> str:
     ttft = [
         [
             r["target"], r["coalescing"], f"{r['complete']}/{r['requests']}",
-            _num(r["ttft_ms"], 2), _num(r["ttft_p90_ms"], 2), _num(r.get("ttft_overhead_ms"), 2),
-            _num(r["first_byte_ms"], 2), _num(r.get("server_cpu_ms_per_request"), 2),
-            _num(r["others_cpu_pct"], 0),
+            number(r["ttft_ms"], 2), number(r["ttft_p90_ms"], 2),
+            number(r.get("ttft_overhead_ms"), 2), number(r["first_byte_ms"], 2),
+            number(r.get("server_cpu_ms_per_request"), 2), number(r["others_cpu_pct"], 0),
         ]
         for r in ok
         if r["scenario"] == "ttft"
@@ -216,22 +199,22 @@ def format_tables(records: list[Record]) -> str:
     streams = [
         [
             r["target"], r["coalescing"], f"{r['streams']} x {r['tokens']:,}",
-            f"{r['complete']}/{r['expected']}", _num(r["tokens_per_s"], 0),
-            _num(r.get("tokens_per_s_x_direct"), 2), _num(r["frames_per_stream"], 0),
-            _num(r["ttft_ms"], 1), _num(r.get("server_cpu_ms_per_100k"), 0),
-            _num(r["upstream_cpu_ms_per_100k"], 0), _num(r["others_cpu_pct"], 0),
+            f"{r['complete']}/{r['expected']}", number(r["tokens_per_s"], 0),
+            number(r.get("tokens_per_s_x_direct"), 2), number(r["frames_per_stream"], 0),
+            number(r["ttft_ms"], 1), number(r.get("server_cpu_ms_per_100k"), 0),
+            number(r["upstream_cpu_ms_per_100k"], 0), number(r["others_cpu_pct"], 0),
         ]
         for r in ok
         if r["scenario"] == "streams"
     ]  # fmt: skip
     parts = [
-        _table(
+        text_table(
             "TIME TO FIRST TOKEN (short answers, one request at a time, a new connection each)",
             ["target", "coalescing", "complete", "median ms", "p90 ms", "overhead ms",
              "first byte ms", "server CPU ms/req", "others %"],
             ttft,
         ),
-        _table(
+        text_table(
             "TOKEN THROUGHPUT (tokens/s of the best round; CPU over all rounds)",
             ["target", "coalescing", "streams x tokens", "complete", "tokens/s", "x direct",
              "frames/stream", "TTFT ms", "server CPU ms/100k", "upstream CPU ms/100k",
@@ -274,7 +257,7 @@ def _progress(record: Record) -> None:
     elif record["scenario"] == "ttft":
         print(f"{where}: {record['ttft_ms']:.2f} ms median", flush=True)
     else:
-        rate = _num(record["tokens_per_s"], 0)
+        rate = number(record["tokens_per_s"], 0)
         print(f"{where} {record['streams']} x {record['tokens']}: {rate} tokens/s", flush=True)
 
 

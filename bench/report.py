@@ -19,7 +19,9 @@ __all__ = [
     "format_tables",
     "load_average",
     "machine",
+    "number",
     "progress_line",
+    "text_table",
     "write_json",
 ]
 
@@ -137,7 +139,8 @@ def check_targets(records: list[Record]) -> list[Record]:
     return rows
 
 
-def _num(value: Any, digits: int = 1) -> str:
+def number(value: Any, digits: int = 1) -> str:
+    """A figure for a table cell: thousands separated, ``-`` for a missing one."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -145,7 +148,8 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _table(title: str, headers: list[str], rows: Iterable[list[str]]) -> str:
+def text_table(title: str, headers: list[str], rows: Iterable[list[str]]) -> str:
+    """A plain-text table, columns right-aligned, a rule under the headers."""
     body = [headers, *rows]
     widths = [max(len(row[i]) for row in body) for i in range(len(headers))]
     lines = [title]
@@ -167,55 +171,55 @@ Column = tuple[str, Callable[[Record], str]]
 
 
 def _ratio(field: str) -> Callable[[Record], str]:
-    return lambda r: _num(r.get(field), 2)
+    return lambda r: number(r.get(field), 2)
 
 
 _COLUMNS: dict[str, tuple[str, list[Column]]] = {
     "fanout": (
         "FAN-OUT (idle listeners, stamped broadcasts)",
         [
-            ("N", lambda r: _num(r["clients"])),
-            ("bc/s x K", lambda r: f"{_num(r['rate'], 0)} x {r['broadcasts']}"),
-            ("conn/s", lambda r: _num(r["connect_per_s"], 0)),
+            ("N", lambda r: number(r["clients"])),
+            ("bc/s x K", lambda r: f"{number(r['rate'], 0)} x {r['broadcasts']}"),
+            ("conn/s", lambda r: number(r["connect_per_s"], 0)),
             ("delivered", lambda r: f"{100 * r['delivered_fraction']:.2f}%"),
-            ("p50 ms", lambda r: _num(r["p50_ms"], 2)),
-            ("p99 ms", lambda r: _num(r["p99_ms"], 2)),
-            ("CPU us/ev", lambda r: _num(r["cpu_us_per_event"])),
+            ("p50 ms", lambda r: number(r["p50_ms"], 2)),
+            ("p99 ms", lambda r: number(r["p99_ms"], 2)),
+            ("CPU us/ev", lambda r: number(r["cpu_us_per_event"])),
             ("x raw", _ratio("cpu_x_raw")),
             ("x django", _ratio("cpu_x_django")),
-            ("KB/conn", lambda r: _num(r["rss_per_conn_kb"])),
+            ("KB/conn", lambda r: number(r["rss_per_conn_kb"])),
             ("x raw", _ratio("rss_x_raw")),
-            ("threads", lambda r: _num(r["threads"])),
-            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+            ("threads", lambda r: number(r["threads"])),
+            ("others %", lambda r: number(r["others_cpu_pct"], 0)),
         ],
     ),
     "tokens": (
         "TOKEN STREAMING (tiny events, backpressure; events/s of the best round)",
         [
             ("streams x events", lambda r: f"{r['streams']} x {r['events']:,}"),
-            ("events/s", lambda r: _num(r["events_per_s"], 0)),
+            ("events/s", lambda r: number(r["events_per_s"], 0)),
             ("x raw", _ratio("eps_x_raw")),
             ("x django", _ratio("eps_x_django")),
-            ("CPU ms/100k", lambda r: _num(r["cpu_ms_per_100k"])),
+            ("CPU ms/100k", lambda r: number(r["cpu_ms_per_100k"])),
             ("x raw", _ratio("cpu_x_raw")),
-            ("TTFB ms", lambda r: _num(r["ttfb_ms"], 2)),
-            ("first event ms", lambda r: _num(r["ttfe_ms"], 2)),
+            ("TTFB ms", lambda r: number(r["ttfb_ms"], 2)),
+            ("first event ms", lambda r: number(r["ttfe_ms"], 2)),
             ("complete", lambda r: str(r["complete"])),
-            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+            ("others %", lambda r: number(r["others_cpu_pct"], 0)),
         ],
     ),
     "churn": (
         "CHURN (connect, first byte, close; conn/s counted until all are released)",
         [
-            ("conn/s", lambda r: _num(r["conn_per_s"], 0)),
+            ("conn/s", lambda r: number(r["conn_per_s"], 0)),
             ("x raw", _ratio("conn_x_raw")),
             ("x django", _ratio("conn_x_django")),
-            ("accepted/s", lambda r: _num(r["accepted_per_s"], 0)),
-            ("failed", lambda r: _num(r["failed"])),
-            ("open after", lambda r: _num(r["open_after"])),
-            ("CPU us/conn", lambda r: _num(r["cpu_us_per_conn"])),
-            ("RSS growth KB (round 1, 2)", lambda r: ", ".join(map(_num, r["rss_growth_kb"]))),
-            ("others %", lambda r: _num(r["others_cpu_pct"], 0)),
+            ("accepted/s", lambda r: number(r["accepted_per_s"], 0)),
+            ("failed", lambda r: number(r["failed"])),
+            ("open after", lambda r: number(r["open_after"])),
+            ("CPU us/conn", lambda r: number(r["cpu_us_per_conn"])),
+            ("RSS growth KB (round 1, 2)", lambda r: ", ".join(map(number, r["rss_growth_kb"]))),
+            ("others %", lambda r: number(r["others_cpu_pct"], 0)),
         ],
     ),
 }
@@ -230,7 +234,7 @@ def format_tables(records: list[Record], targets: list[Record]) -> str:
         if rows:
             headers = ["server", "app", "backend", *(header for header, _ in columns)]
             out.append(
-                _table(
+                text_table(
                     title, headers, ([*_name(r), *(cell(r) for _, cell in columns)] for r in rows)
                 )
             )
@@ -254,7 +258,7 @@ def format_tables(records: list[Record], targets: list[Record]) -> str:
         for t in targets
     )
     out.append(
-        _table(
+        text_table(
             "TARGETS (ours on uvicorn, ratios to the raw ASGI app in this run)",
             ["target", "limit", "where", "measured", "result"],
             target_rows,
@@ -283,16 +287,16 @@ def progress_line(record: Record) -> str:
     if scenario == "fanout":
         detail = (
             f"N={record['clients']} delivered={100 * record['delivered_fraction']:.2f}% "
-            f"p99={_num(record['p99_ms'], 2)} ms cpu={_num(record['cpu_us_per_event'])} us/ev "
-            f"rss={_num(record['rss_per_conn_kb'])} KB/conn"
+            f"p99={number(record['p99_ms'], 2)} ms cpu={number(record['cpu_us_per_event'])} us/ev "
+            f"rss={number(record['rss_per_conn_kb'])} KB/conn"
         )
     elif scenario == "tokens":
         detail = (
-            f"{record['streams']}x{record['events']} {_num(record['events_per_s'], 0)} ev/s "
-            f"cpu={_num(record['cpu_ms_per_100k'])} ms/100k"
+            f"{record['streams']}x{record['events']} {number(record['events_per_s'], 0)} ev/s "
+            f"cpu={number(record['cpu_ms_per_100k'])} ms/100k"
         )
     else:
-        detail = f"{_num(record['conn_per_s'], 0)} conn/s open_after={record['open_after']}"
+        detail = f"{number(record['conn_per_s'], 0)} conn/s open_after={record['open_after']}"
     return f"  {name} {scenario}: {detail} (others: {record['others_cpu_pct']:.0f}% of a core)"
 
 
