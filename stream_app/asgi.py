@@ -169,8 +169,11 @@ class _OneHopHandler(BaseHandler):
         return response, False
 
 
-def _hands_off(response: HttpResponseBase, method: str | None) -> bool:
-    """Whether ``send_response`` will send only the headers and hand the session over."""
+def _hands_off(response: HttpResponseBase, method: str | None, *, prefetched: bool = False) -> bool:
+    """Whether ``send_response`` sends only the headers and hands the session over.
+
+    ``prefetched``: a response's ``prefetch`` has already run (only ``send_response`` runs it).
+    """
     from .sessions import SessionResponse
 
     return (
@@ -178,7 +181,7 @@ def _hands_off(response: HttpResponseBase, method: str | None) -> bool:
         and app_settings.HANDOFF
         and method != "HEAD"
         and response.session.method != "HEAD"
-        and getattr(response, "prefetch", None) is None
+        and (prefetched or getattr(response, "prefetch", None) is None)
         and not response.session.is_closed
     )
 
@@ -324,7 +327,7 @@ class StreamASGIHandler(ASGIHandler):
                 await super().send_response(error_response, send)
                 session._abort("error")
                 return
-        if session.method == "HEAD" or session.is_closed:
+        if not _hands_off(response, slot.method, prefetched=True):
             await super().send_response(response, send)
             return
         await send(

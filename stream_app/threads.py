@@ -80,14 +80,11 @@ class RequestThreadContext(ThreadSensitiveContext):
     outermost ``ThreadSensitiveContext`` takes effect.
     """
 
-    _thread: RequestThread | None = None
-
     async def __aenter__(self) -> RequestThreadContext:
         await super().__aenter__()  # type: ignore[no-untyped-call]
         if self.token is not None:
-            self._thread = _acquire()
             # asgiref looks the context's executor up here, and creates one if it finds none.
-            SyncToAsync.context_to_thread_executor[self] = self._thread
+            SyncToAsync.context_to_thread_executor[self] = _acquire()
         return self
 
     async def __aexit__(
@@ -96,10 +93,9 @@ class RequestThreadContext(ThreadSensitiveContext):
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            # Taken back before asgiref's exit, which would shut it down.
-            SyncToAsync.context_to_thread_executor.pop(self, None)
+        # Taken back before asgiref's exit, which would shut it down. Only the outermost context
+        # has an entry, and only this module puts one there.
+        thread = SyncToAsync.context_to_thread_executor.pop(self, None)
         await super().__aexit__(exc, value, tb)  # type: ignore[no-untyped-call]
-        if thread is not None:
+        if isinstance(thread, RequestThread):
             _release(thread)
