@@ -20,6 +20,18 @@ import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# The browser tests' Chromium (apt-get install chromium), started by Playwright.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOG_DIR = Path(os.environ.get("STREAM_TEST_OUTPUT", tempfile.gettempdir())) / "stream_app_logs"
 
 

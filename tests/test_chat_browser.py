@@ -17,23 +17,12 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.conftest import Server, start_server
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, Server, start_server
 from tests.fake_openai import FakeOpenAI
 from tests.llm_support import expected_tokens, fake_openai, llm_env  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
 SHOTS = Path(os.environ.get("STREAM_TEST_OUTPUT", tempfile.gettempdir())) / "screenshots"
 ANSWER = ".message.assistant"
@@ -46,7 +35,7 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=ARGS, headless=True
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
         yield chromium
         await chromium.close()

@@ -17,21 +17,12 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 
 from stream_app.models import Notification, NotificationSend
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.test_notifications import Cluster, cluster, make_people, session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 __all__ = ["cluster"]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OUTPUT = Path(os.environ.get("STREAM_TEST_OUTPUT", tempfile.gettempdir())) / "notifications"
 
 
@@ -41,9 +32,7 @@ def browser() -> Iterator[object]:
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("Chromium is not installed at /usr/bin/chromium")
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
