@@ -336,6 +336,11 @@ def _deliver_on_connect(notification: Notification, user: Any) -> None:
     )
 
 
+def _check_level(level: str) -> None:
+    if level not in Notification.Level.values:
+        raise ValueError(f"level must be one of {', '.join(Notification.Level.values)}")
+
+
 def notify(
     user: Any,
     title: str,
@@ -352,8 +357,7 @@ def notify(
     a row that is rolled back); a backend failure is logged and the user still gets it from the
     database when they next connect.
     """
-    if level not in Notification.Level.values:
-        raise ValueError(f"level must be one of {', '.join(Notification.Level.values)}")
+    _check_level(level)
     notification = _create_for(
         user, title, body, level, link=link, expires_at=expires_at, body_format=body_format
     )
@@ -380,8 +384,7 @@ async def anotify(
     body_format: str = Notification.BodyFormat.PLAIN,
 ) -> Notification:
     """The async form of ``notify``."""
-    if level not in Notification.Level.values:
-        raise ValueError(f"level must be one of {', '.join(Notification.Level.values)}")
+    _check_level(level)
     notification = await sync_to_async(_create_for)(
         user, title, body, level, link=link, expires_at=expires_at, body_format=body_format
     )
