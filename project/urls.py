@@ -9,6 +9,10 @@ from project.chat import api as chat_api
 from project.chat import views as chat_views
 from stream_app.views import stream_view
 
+# Errors Django raises before any view (DisallowedHost, a form body the CSRF check cannot
+# parse) are answered as JSON like every other error of the API.
+handler400 = "stream_app.requests.bad_request"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("sse/", stream_view),

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from .backends import get_backend
 from .conf import app_settings
@@ -26,8 +27,13 @@ logger = logging.getLogger("stream_app")
 _last = {"ok": True}
 
 
+@csrf_exempt  # it changes nothing and takes GET only: a POST gets a JSON 405, not a CSRF page
 async def health_view(request: HttpRequest) -> JsonResponse:
     """200 when the backend answers a ping, else 503; the body says which and why."""
+    if request.method not in ("GET", "HEAD"):
+        return JsonResponse(
+            {"error": "method_not_allowed", "message": "GET the health check"}, status=405
+        )
     from .sessions import stats
 
     backend = get_backend()

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from .conf import app_settings
 from .permissions import bearer_matches
@@ -225,6 +226,7 @@ def _authorized(request: HttpRequest) -> bool:
     return not token or bearer_matches(request, token)
 
 
+@csrf_exempt  # it changes nothing and takes GET only: a POST gets a JSON 405, not a CSRF page
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """The Prometheus text exposition of this process (``GET /stream/metrics/``).
 

@@ -7,13 +7,13 @@ HTTP status, never a silent empty stream:
 - 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
 - 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
 - 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
+- 405 ``method_not_allowed``: anything but GET or HEAD;
 - 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here;
 - 500 ``asgi_required``: the project is served over WSGI, where nothing would stream.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -33,6 +33,7 @@ from .channels import (
 from .conf import app_settings
 from .filters import FilterError
 from .permissions import bearer_matches, check_subscribe, csrf_passes, session_state
+from .requests import BodyError, read_json
 from .sessions import create_session
 
 __all__ = ["publish_view", "stream_view"]
@@ -54,8 +55,11 @@ def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
 
 
 @stream_endpoint
+@csrf_exempt  # it changes nothing and takes GET only: a POST gets a JSON 405, not a CSRF page
 async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpResponseBase:
     """Stream the channels the client asks for, after checking each one."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, "method_not_allowed", "GET the stream (EventSource)")
     try:
         require_asgi(request)
     except StreamingRequiresASGI:
@@ -111,12 +115,10 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         # pass the check like any form.
         if not csrf_passes(request):
             return error(403, "csrf_failed", "CSRF verification failed")
-    if len(request.body) > app_settings.MAX_MESSAGE_BYTES + 4096:
-        return error(413, "too_large", "request body too large")
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, "invalid_json", f"body is not JSON: {exc}")
+        body = read_json(request, max_bytes=app_settings.MAX_MESSAGE_BYTES + 4096)
+    except BodyError as exc:
+        return exc.response()
     if not isinstance(body, dict) or "channel" not in body or "data" not in body:
         return error(400, "invalid_request", "send an object with 'channel' and 'data'")
     unknown = set(body) - {"channel", "data", "event", "filter"}

@@ -13,7 +13,6 @@ Both are direct streams: the upstream call lives as long as the client's connect
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +23,7 @@ from stream_app.conf import app_settings
 from stream_app.llm.openai import stream_chat
 from stream_app.llm.responses import llm_response
 from stream_app.permissions import bearer_matches, csrf_passes
+from stream_app.requests import BodyError, read_json, require_json
 
 from .views import error
 
@@ -47,12 +47,10 @@ MAX_BODY = 1_000_000
 
 
 def _json_body(request: HttpRequest) -> tuple[dict[str, Any] | None, HttpResponse | None]:
-    if len(request.body) > MAX_BODY:
-        return None, error(413, "too_large", "request body too large")
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return None, error(400, "invalid_json", "the body is not JSON")
+        body = read_json(request, max_bytes=MAX_BODY)
+    except BodyError as exc:
+        return None, exc.response()
     if not isinstance(body, dict):
         return None, error(400, "invalid_request", "send a JSON object")
     return body, None
@@ -123,6 +121,11 @@ def _page_or_token(request: HttpRequest) -> HttpResponse | None:
     """None if the request has the bearer token or passes Django's CSRF check (a page)."""
     if request.method != "POST":
         return error(405, "method_not_allowed", "POST the chat's messages")
+    try:
+        # Before the CSRF check, which would parse a form body.
+        require_json(request)
+    except BodyError as exc:
+        return exc.response()
     if bearer_matches(request, getattr(settings, "CHAT_API_TOKEN", None)):
         return None
     if not csrf_passes(request):

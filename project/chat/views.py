@@ -11,10 +11,8 @@ Generations are tied to their owner: the user, or the anonymous visitor's sessio
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
@@ -24,6 +22,7 @@ from stream_app.conf import app_settings
 from stream_app.llm.generations import create_generation
 from stream_app.llm.openai import is_offline, stream_chat
 from stream_app.llm.views import generation_urls, request_owner, stream_generation
+from stream_app.requests import BodyError, read_json
 
 from .history import (
     current_conversation,
@@ -50,6 +49,9 @@ def model_name() -> str:
 
 async def index(request: HttpRequest) -> HttpResponse:
     """The chat page."""
+    # The template reads request.user (the notification UI), whose lazy load queries the
+    # database: load it here, where async code can, or a logged-in visitor gets a 500.
+    request.user = await request.auser()
     owner = await request_owner(request)
     history: list[dict[str, Any]] = []
     if owner is not None:
@@ -74,15 +76,12 @@ async def index(request: HttpRequest) -> HttpResponse:
 
 
 def parse_message(request: HttpRequest) -> tuple[str | None, JsonResponse | None]:
-    """The user's message from a JSON body, or the 400 response that refuses it."""
+    """The user's message from a JSON body, or the 4xx response that refuses it."""
     try:
-        raw = request.body
-    except RequestDataTooBig:
-        return None, error(400, "too_large", "the request body is too large")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None, error(400, "invalid_json", 'send a JSON object: {"message": "..."}')
+        # Room for every character as a \u escape pair, and for the field names.
+        body = read_json(request, max_bytes=app_settings.CHAT_MAX_LENGTH * 12 + 1024)
+    except BodyError as exc:
+        return None, exc.response()
     if not isinstance(body, dict) or not isinstance(body.get("message"), str):
         return None, error(400, "invalid_request", 'send a JSON object: {"message": "..."}')
     unknown = set(body) - {"message"}

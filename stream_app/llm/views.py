@@ -9,7 +9,9 @@ Mount with ``path("chat/", include("stream_app.llm.urls"))``:
   requester's, orphaned for good (its worker died and it cannot be rerun), or finished and
   already fully seen: ``EventSource`` stops reconnecting.
 - ``POST generations/<id>/cancel/`` (CSRF protected): ``202`` once asked; ``404`` unknown (or
-  someone else's); ``409`` already finished (or orphaned for good).
+  someone else's); ``409`` already finished (or orphaned for good); ``403`` ``csrf_failed``.
+
+Other methods get a JSON ``405``; neither view reads a request body.
 
 The view that starts a generation is the project's (it decides the prompt and what to save);
 it ends with ``return await stream_generation(request, generation, stream_chat(...))``.
@@ -22,11 +24,13 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.csrf import csrf_exempt
 
 from ..asgi import ASGI_REQUIRED, StreamingRequiresASGI, require_asgi, stream_endpoint
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable, id_key
 from ..channels import get_channel, subscribe
+from ..permissions import csrf_passes
 from ..sessions import Session
 from .events import LLMEvent, RawChunk
 from .generations import (
@@ -134,8 +138,11 @@ async def stream_generation(
 
 
 @stream_endpoint
+@csrf_exempt  # it changes nothing and takes GET only: a POST gets a JSON 405, not a CSRF page
 async def generation_stream_view(request: HttpRequest, generation_id: str) -> HttpResponseBase:
     """Replay and follow a generation (see the module docstring)."""
+    if request.method not in ("GET", "HEAD"):
+        return _error(405, "method_not_allowed", "GET the generation's stream")
     try:
         require_asgi(request)
     except StreamingRequiresASGI:
@@ -182,10 +189,13 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
     return session.response
 
 
+@csrf_exempt  # checked below, so that a refusal is JSON whatever the project's CSRF_FAILURE_VIEW
 async def generation_cancel_view(request: HttpRequest, generation_id: str) -> HttpResponseBase:
     """Cancel a generation (see the module docstring)."""
     if request.method != "POST":
         return _error(405, "method_not_allowed", "POST to cancel a generation")
+    if not csrf_passes(request):
+        return _error(403, "csrf_failed", "CSRF verification failed")
     owner = await request_owner(request)
     unknown = _error(404, "unknown_generation", "no such generation")
     if owner is None or len(generation_id) != 32:
