@@ -9,13 +9,11 @@ row in the database as soon as clients can see the event. Each send leaves a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -23,7 +21,9 @@ from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.csrf import csrf_exempt
 
 from .backends.base import BackendUnavailable
 from .channels import ChannelNameError, get_channel, validate_channel_name
@@ -32,6 +32,7 @@ from .filters import FilterError
 from .forms import NotificationForm
 from .models import Notification, NotificationSend
 from .notifications.sending import audience_filter, group_names, send_notification
+from .requests import loads, parse_ids
 
 __all__ = ["NotificationAdmin", "NotificationSendAdmin"]
 
@@ -219,23 +220,31 @@ class NotificationAdmin(_NotificationAdmin):
         ]
         return extra + super().get_urls()
 
+    @method_decorator(csrf_exempt)  # GET only: other methods get a JSON 405, not a CSRF page
     def audience_count_view(self, request: HttpRequest) -> JsonResponse:
         """GET ``?channel=&audience=&users=&groups=&state_filter=``: ``{"count": n}``.
 
         ``n`` is the connected sessions the audience matches on every worker (the backend
         asks each of them), for the form's current, possibly unsaved, values.
         """
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse(
+                {"error": "method_not_allowed", "message": "GET the count"}, status=405
+            )
         if not (self.has_add_permission(request) or self.has_change_permission(request)):
-            raise PermissionDenied
+            return JsonResponse(
+                {"error": "forbidden", "message": "notification permissions required"}, status=403
+            )
         params = request.GET
         try:
             channel = validate_channel_name(params.get("channel", ""))
             raw_filter = params.get("state_filter", "").strip()
             spec = audience_filter(
                 params.get("audience", Notification.Audience.EVERYONE),
-                user_ids=[int(v) for v in params.getlist("users") if v],
-                group_names=group_names([int(v) for v in params.getlist("groups") if v]),
-                state_filter=json.loads(raw_filter) if raw_filter else None,
+                user_ids=parse_ids(v for v in params.getlist("users") if v),
+                group_names=group_names(parse_ids(v for v in params.getlist("groups") if v)),
+                # InvalidJSON is a ValueError: too deep, not finite, a lone surrogate...
+                state_filter=loads(raw_filter) if raw_filter else None,
             )
         except (ChannelNameError, FilterError, ValueError) as exc:
             return JsonResponse({"error": "invalid", "message": str(exc)}, status=400)
