@@ -5,8 +5,21 @@ Automatic mode streams a source until it ends:
 - a sync or async iterable: each item is one event (``str`` as is; a ``protocol.Event`` with its
   own type and id; pydantic models such as the OpenAI SDK's chunks via ``model_dump_json()``;
   anything else as JSON);
-- an ``httpx.Response`` opened with ``stream=True``: an upstream that already speaks SSE is
-  re-framed event by event (type, data and id kept), anything else is sent as data chunks.
+- a streamed upstream HTTP response to proxy: an upstream that already speaks SSE is re-framed
+  event by event (type, data and id kept), anything else is sent as text data chunks (decoded
+  with the response's charset, UTF-8 by default, a character never split between two events).
+  ``httpx.Response`` and ``httpx2.Response`` (the client of openai 3.x) opened with
+  ``stream=True`` qualify, and so does any object of the same shape, recognised by duck
+  typing (neither library is imported here):
+
+  - ``headers``: a mapping whose ``get("content-type")`` gives the content type (httpx's
+    headers are case-insensitive; a plain ``dict`` needs the lower-case key);
+  - ``aiter_bytes()``: an async iterator of the body as it arrives, with any
+    ``Content-Encoding`` (gzip...) already undone; ``aiter_raw()`` is used only when there is no
+    ``aiter_bytes`` (httpx's raw bytes are still compressed);
+  - ``async aclose()``: closes the response (its connection). It is awaited however the stream
+    ends: the upstream finished, the client disconnected, or an error; at once for a ``HEAD``
+    request (pass ``request=``), which streams nothing.
 
 Manual mode hands you the stream: pass ``async def callback(stream)``, or no source at all and
 use ``response.stream``; then ``stream.send(data, event=None, id=None)``, ``stream.close()``
@@ -21,6 +34,7 @@ pulled before the headers go out, so an exception there is a normal Django error
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import json
 import logging
@@ -29,6 +43,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from . import lifecycle
 from .protocol import Decoder, Event
 from .sessions import UNSET, Session, SessionResponse, _Unset
 
@@ -78,14 +93,17 @@ class SSEResponse(SessionResponse):
         self._first: Any = _END
         self._prefetched = False
         self.stream = Stream(session)
-        if source is not None:
+        if source is not None and session.method == "HEAD" and _is_upstream(source):
+            # A HEAD response never streams, so nothing else would ever close the upstream.
+            lifecycle.spawn(source.aclose())
+        elif source is not None:
             session.on_start(self._produce)
 
     # -- automatic mode ------------------------------------------------------------------------
 
     def _items(self) -> AsyncIterator[Any]:
         source = self._source
-        if _is_httpx_response(source):
+        if _is_upstream(source):
             return _from_upstream(source)
         if isinstance(source, AsyncIterable):
             return aiter(source)
@@ -106,19 +124,26 @@ class SSEResponse(SessionResponse):
 
     async def _produce(self, session: Session) -> None:
         source = self._source
-        if callable(source) and not _is_httpx_response(source):
+        if callable(source) and not _is_upstream(source):
             result = source(self.stream)
             if inspect.isawaitable(result):
                 await result
             return
         if self._source_iterator is None:
             self._source_iterator = self._items()
-        elif self._first is not _END and not await self._emit(self._first):
-            return
-        self._first = _END
-        async for item in self._source_iterator:
-            if not await self._emit(item):
+        try:
+            if self._first is not _END and not await self._emit(self._first):
                 return
+            self._first = _END
+            async for item in self._source_iterator:
+                if not await self._emit(item):
+                    return
+        finally:
+            # A producer cancelled while it waits in a send (the client left) is outside the
+            # source: close the source now (an upstream's connection), not when it is collected.
+            aclose = getattr(self._source_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _emit(self, item: Any) -> bool:
         session = self.session
@@ -160,26 +185,43 @@ async def _from_sync(source: Iterable[Any]) -> AsyncIterator[Any]:
         await asyncio.sleep(0)
 
 
-def _is_httpx_response(source: Any) -> bool:
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - httpx is a dependency of openai
-        return False
-    return isinstance(source, httpx.Response)
+def _is_upstream(source: Any) -> bool:
+    """Whether ``source`` has the shape of a streamed HTTP response (module docstring)."""
+    return (
+        hasattr(source, "headers")
+        and callable(getattr(source, "aclose", None))
+        and callable(getattr(source, "aiter_bytes", None) or getattr(source, "aiter_raw", None))
+    )
+
+
+def _charset(content_type: str) -> str:
+    """The charset a content type names, if Python knows it; else UTF-8."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip('"')).name
+            except LookupError:
+                break
+    return "utf-8"
 
 
 async def _from_upstream(response: Any) -> AsyncIterator[Any]:
-    """Events from a streamed httpx response; closes it however the stream ends."""
+    """Events from a streamed upstream response; closes it however the stream ends."""
     try:
-        content_type = response.headers.get("content-type", "")
-        if content_type.startswith("text/event-stream"):
+        content_type = str(response.headers.get("content-type") or "")
+        aiter_body = getattr(response, "aiter_bytes", None) or response.aiter_raw
+        if content_type.split(";")[0].strip().lower() == "text/event-stream":
             decoder = Decoder()
-            async for chunk in response.aiter_raw():
+            async for chunk in aiter_body():
                 for event in decoder.feed(chunk):
                     yield event
         else:
-            async for text in response.aiter_text():
-                if text:
-                    yield text
+            text = codecs.getincrementaldecoder(_charset(content_type))(errors="replace")
+            async for chunk in aiter_body():
+                if data := text.decode(chunk):
+                    yield data
+            if data := text.decode(b"", final=True):
+                yield data
     finally:
         await response.aclose()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import httpx2
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from stream_app import SSEResponse, create_channel, create_response, create_session
@@ -19,6 +23,7 @@ from stream_app.sessions import QueueFull, Session, live_sessions, stats
 record: dict[str, Any] = {"closed": [], "push_after_close": None}
 _hold = create_channel()
 _tasks: set[asyncio.Task[None]] = set()
+_proxy_clients: dict[str, Any] = {}
 
 
 def _options(request: HttpRequest) -> dict[str, Any]:
@@ -235,11 +240,52 @@ async def sse_fail_after(request: HttpRequest) -> HttpResponse:
 
 
 async def sse_proxy(request: HttpRequest) -> HttpResponse:
-    """Proxy an upstream streamed with httpx (``?url=``)."""
-    import httpx
+    """Proxy an upstream (``?url=``) read with ``?client=``: httpx (default), httpx2 or socket."""
+    url = request.GET["url"]
+    kind = request.GET.get("client", "httpx")
+    if kind == "socket":
+        upstream: Any = await SocketResponse.get(url)
+        return SSEResponse(upstream, request=request)
+    # One long-lived client per library, as an application keeps one: only SSEResponse closing
+    # the upstream response lets go of its connection.
+    client = _proxy_clients.get(kind)
+    if client is None:
+        module: Any = httpx2 if kind == "httpx2" else httpx
+        client = _proxy_clients[kind] = module.AsyncClient(timeout=10)
+    upstream = await client.send(client.build_request("GET", url), stream=True)
+    return SSEResponse(upstream, request=request)
 
-    client = httpx.AsyncClient(timeout=10)
-    upstream = await client.send(client.build_request("GET", request.GET["url"]), stream=True)
-    response = SSEResponse(upstream, request=request)
-    response.session.on_close(lambda s: _tasks.add(asyncio.ensure_future(client.aclose())))
-    return response
+
+class SocketResponse:
+    """The duck-typed shape ``SSEResponse`` proxies, met by a few lines over a socket.
+
+    HTTP/1.0, so the body ends when the connection does (no chunked framing to undo).
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> None:
+        self.headers = headers
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def get(cls, url: str) -> SocketResponse:
+        """Send ``GET url`` and read the status line and headers."""
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"GET {parts.path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        fields = (line.partition(":") for line in head.split("\r\n")[1:] if line)
+        return cls(reader, writer, {k.strip().lower(): v.strip() for k, _, v in fields})
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        while chunk := await self._reader.read(65536):
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Close the connection (the upstream sees its client leave)."""
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
