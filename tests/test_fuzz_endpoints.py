@@ -11,6 +11,10 @@ and multipart bodies; bodies over the size limits) under assorted content types,
 anonymous visitor and by a staff user, with a valid CSRF token, a wrong one or none, and with the
 endpoint's bearer token (``PUBLISH_TOKEN``, ``CHAT_API_TOKEN``) or a wrong one.
 
+The routes whose input reaches the backend (channel names, ``Last-Event-ID``, generation ids)
+are fuzzed a second time on the Redis backend (a private ``redis-server``). Examples per
+endpoint and identity: ``STREAM_FUZZ_EXAMPLES`` (40; a longer hunt: 1000).
+
 Requests go through Django's ``AsyncClient`` (real ``ASGIRequest`` objects, the demo's whole
 middleware stack, CSRF enforced), which re-raises any exception a view lets escape. Asserted:
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,8 +51,9 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from stream_app.backends import reset_backend
+from stream_app.backends import close_backends, reset_backend
 from stream_app.llm.generations import shutdown_generations
+from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -381,6 +387,23 @@ def fuzz_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 
 @pytest.fixture
+async def redis_backend(settings: Any, redis_server: RedisServer) -> AsyncIterator[None]:
+    """The Redis backend (ids, replay and generations on a real Redis) for this test."""
+    if redis_server.proc is None:
+        redis_server.start()
+    settings.STREAM_APP = {
+        **settings.STREAM_APP,
+        "BACKEND": "stream_app.backends.redis.RedisBackend",
+        "REDIS_URL": redis_server.url,
+        "KEY_PREFIX": f"fuzz{time.monotonic_ns()}",
+    }
+    reset_backend()
+    yield
+    await close_backends()
+    reset_backend()
+
+
+@pytest.fixture
 async def generations_stopped() -> AsyncIterator[None]:
     yield
     # Answers started by chat/send run on without a listener: stop them with the test's loop.
@@ -414,7 +437,10 @@ def fuzzed_requests(draw: st.DrawFn, target: Target) -> dict[str, Any]:
         st.fixed_dictionaries(
             {},
             optional={
-                "Last-Event-ID": st.sampled_from(["1-1", "0-0", "x" * 300]) | header_text,
+                "Last-Event-ID": st.sampled_from(
+                    ["1-1", "0-0", "x" * 300, "99999999999999999999-1", "1-", "-1", "1-1-1", "+"]
+                )
+                | header_text,
                 "Authorization": st.sampled_from(
                     [f"Bearer {target.token}", "Bearer wrong", "Bearer ", "Basic eDp5"]
                 )
@@ -493,6 +519,9 @@ async def end_stream(response: Any) -> None:
 def check(target: Target, method: str, response: Any) -> None:
     status = response.status_code
     assert status < 500, f"{status}: {getattr(response, 'content', b'')[:300]!r}"
+    if status == 200 and target.kind == "stream":
+        assert response["Content-Type"].startswith("text/event-stream")
+        assert response["Cache-Control"] == "no-cache"
     if status < 400 or target.kind == "page":
         return
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
@@ -523,6 +552,38 @@ def check(target: Target, method: str, response: Any) -> None:
 )
 @given(data=st.data())
 async def test_endpoint_answers_fuzzed_requests_without_5xx(
+    route: str, identity: Identity, data: st.DataObject
+) -> None:
+    target = TARGETS[route]
+    request = data.draw(fuzzed_requests(target))
+    note(repr({**request, "data": request["data"][:200]}))
+    response = await send(identity, request)
+    if response.streaming:
+        await end_stream(response)
+    check(target, request["method"], response)
+
+
+# The routes whose input reaches the backend (channel names, Last-Event-ID, generation ids):
+# fuzzed again on Redis, where an id becomes an XRANGE argument.
+REDIS_ROUTES = [
+    "sse/",
+    "stream/<str:channel>/",
+    "stream/publish/",
+    "chat/generations/<str:generation_id>/stream/",
+    "chat/generations/<str:generation_id>/cancel/",
+]
+
+
+@pytest.mark.usefixtures("fuzz_settings", "redis_backend", "generations_stopped")
+@pytest.mark.parametrize("identity", ["anonymous", "staff"], indirect=True)
+@pytest.mark.parametrize("route", REDIS_ROUTES)
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(data=st.data())
+async def test_endpoint_on_redis_answers_fuzzed_requests_without_5xx(
     route: str, identity: Identity, data: st.DataObject
 ) -> None:
     target = TARGETS[route]
