@@ -19,6 +19,7 @@ from django.db import models
 from django.utils import timezone
 
 from .channels import ChannelNameError, validate_channel_name
+from .notifications.markup import check_link
 
 __all__ = ["Notification", "NotificationRead", "NotificationSend", "Publishing"]
 
@@ -32,12 +33,14 @@ def validate_channel(value: str) -> None:
 
 
 def validate_link(value: str) -> None:
-    """Model validator: an absolute http(s) URL or a path on this site (never ``javascript:``)."""
-    if value.startswith("/") and not value.startswith("//"):
-        return
-    if value.startswith(("http://", "https://")) and not any(c in value for c in " \t\r\n"):
-        return
-    raise ValidationError("Enter an http(s) URL or a path starting with '/'.")
+    """Model validator: an absolute http(s) URL or a path on this site (``check_link``)."""
+    try:
+        check_link(value)
+    except ValueError as exc:
+        raise ValidationError(
+            "Enter an http(s) URL or a path starting with '/', without spaces, control "
+            "characters or backslashes."
+        ) from exc
 
 
 class Publishing(models.Model):

@@ -290,3 +290,35 @@ async def test_stream_js_connect_stops_on_204_after_backing_off(page: Page) -> N
     assert result["states"][0] == "connecting"
     assert "reconnecting" in result["states"]
     assert result["states"][-1] == "closed"
+
+
+MARKDOWN_LINKS = [
+    ("[x](/inbox/)", "/inbox/"),
+    ("[x](https://example.com/a)", "https://example.com/a"),
+    ("[x](mailto:a@example.com)", "mailto:a@example.com"),
+    ("[x](#top)", "#top"),
+    ("[x](javascript:alert(1))", None),
+    ("[x](JaVaScRiPt:alert)", None),
+    ("[x](data:text/html,x)", None),
+    ("[x](vbscript:x)", None),
+    ("[x](//evil.example/)", None),
+    # Browsers read a backslash as a slash: /\host is //host, another site.
+    ("[x](/\\evil.example/)", None),
+    ("[x](/\\/evil.example/)", None),
+    ("[x](https:\\\\evil.example/)", None),
+    ("[x](https://)", None),
+    ("[x](\x01javascript:alert)", None),
+]
+
+
+async def test_markdown_js_makes_links_of_safe_urls_only(page: Page) -> None:
+    hrefs = await page.evaluate(
+        """(sources) => sources.map((source) => {
+          const box = document.createElement("div");
+          box.appendChild(Markdown.render(source));
+          const link = box.querySelector("a");
+          return link ? link.getAttribute("href") : null;
+        })""",
+        [source for source, _ in MARKDOWN_LINKS],
+    )
+    assert dict(zip([s for s, _ in MARKDOWN_LINKS], hrefs, strict=True)) == dict(MARKDOWN_LINKS)
