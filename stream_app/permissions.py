@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 from .conf import app_settings
 
 __all__ = [
+    "INTERNAL_CHANNEL_PREFIX",
     "PUBLISH",
     "PUBLISH_ANY",
     "bearer_matches",
@@ -35,6 +36,8 @@ __all__ = [
     "session_state",
 ]
 
+#: Channels that carry stream_app's messages between workers, never to clients.
+INTERNAL_CHANNEL_PREFIX = "stream_app."
 #: Publish on the channels everyone may read.
 PUBLISH = "stream_app.publish"
 #: Publish on every channel, ``user:<pk>`` and ``staff`` included.
@@ -97,7 +100,13 @@ def can_subscribe(user: Any, channel: str) -> bool | None:
 
 
 async def check_subscribe(user: Any, channel: str) -> bool | None:
-    """Run the configured ``CAN_SUBSCRIBE`` hook, sync or async."""
+    """Run the configured ``CAN_SUBSCRIBE`` hook, sync or async.
+
+    ``stream_app.*`` channels are internal (``stream_app.logout``): unknown to every client,
+    whatever the hook says.
+    """
+    if channel.startswith(INTERNAL_CHANNEL_PREFIX):
+        return None
     hook = import_string(app_settings.CAN_SUBSCRIBE)
     result = hook(user, channel)
     if inspect.isawaitable(result):

@@ -32,6 +32,7 @@ from .channels import (
 )
 from .conf import app_settings
 from .filters import FilterError
+from .logout import end_on_logout
 from .permissions import (
     PUBLISH,
     PUBLISH_ANY,
@@ -94,6 +95,8 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         session.on_close(lambda s: _release_user(user_id))
     if request.method != "HEAD":
         await subscribe(session, [get_channel(name) for name in names])
+        # Logging out of this Django session ends the stream, on any worker.
+        await end_on_logout(request, user, session)
         # Connect hooks push what the session should get first (missed notifications).
         for hook in app_settings.CONNECT_HOOKS:
             await import_string(hook)(session, names)
