@@ -6,6 +6,7 @@ Screenshots go to ``$STREAM_TEST_OUTPUT/screenshots`` (default: the system temp 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import tempfile
@@ -322,3 +323,37 @@ async def test_markdown_js_makes_links_of_safe_urls_only(page: Page) -> None:
         [source for source, _ in MARKDOWN_LINKS],
     )
     assert dict(zip([s for s, _ in MARKDOWN_LINKS], hrefs, strict=True)) == dict(MARKDOWN_LINKS)
+
+
+async def test_chat_browser_follows_and_cancels_on_this_site_only(page: Page) -> None:
+    # Whoever may publish on a generation's channel can send "generation" events: their URLs
+    # must not lead the page (its CSRF token, in the cancel request) to another site.
+    elsewhere: list[str] = []
+
+    async def other_site(route: Any) -> None:
+        elsewhere.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/event-stream", body="retry: 60000\n\n")
+
+    async def hostile_answer(route: Any) -> None:
+        meta = {
+            "id": "x",
+            "stream_url": "http://evil.invalid/stream/",
+            "cancel_url": "http://evil.invalid/cancel/",
+        }
+        body = f"event: generation\ndata: {json.dumps(meta)}\n\n"
+        body += 'event: token\ndata: {"text": "partial"}\n\n'
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.context.route("http://evil.invalid/**", other_site)
+    await page.route("**/chat/send/", hostile_answer)
+    await ask(page, "anything")
+    await page.wait_for_function(
+        "() => (document.querySelector('.message.assistant .body') || {}).innerText"
+        "?.includes('partial')"
+    )
+    await page.keyboard.press("Escape")
+    try:
+        await wait_finished(page, timeout=10_000)
+    finally:
+        assert elsewhere == []
+    assert "The connection was lost." in await answer_text(page)
