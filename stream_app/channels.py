@@ -7,6 +7,10 @@ The frame is encoded once per process and the same bytes are queued for every re
 
 ``create_channel()`` makes an anonymous channel that lives in this process only: broadcasts skip
 the backend, may use a callable filter, and have no history.
+
+Event types starting with ``stream_app.`` are reserved for stream_app's own control messages
+between workers (``stream_app.logout``): ``broadcast`` refuses them, and delivery hands them to
+the handler registered with ``on_control``, never to a session.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_NAME_RE",
+    "CONTROL_PREFIX",
     "Channel",
     "ChannelNameError",
     "MessageTooLarge",
@@ -41,6 +46,8 @@ __all__ = [
     "broadcast",
     "create_channel",
     "get_channel",
+    "leave_all",
+    "on_control",
     "subscribe",
     "validate_channel_name",
 ]
@@ -51,6 +58,9 @@ logger = logging.getLogger("stream_app")
 CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
 _registry: dict[str, Channel] = {}
 SUBSCRIBE_TIMEOUT = 2.0
+#: Event types reserved for control messages between workers (see the module docstring).
+CONTROL_PREFIX = "stream_app."
+_control_handlers: dict[str, Callable[[Message], None]] = {}
 
 
 class ChannelNameError(ValueError):
@@ -134,6 +144,11 @@ class Channel:
                 f"({app_settings.MAX_MESSAGE_BYTES} bytes)"
             )
         if event is not None:
+            if event.startswith(CONTROL_PREFIX):
+                raise ValueError(
+                    f"event type {event!r} is reserved: types starting with "
+                    f"{CONTROL_PREFIX!r} are stream_app's own control messages"
+                )
             # Refuse a bad event type before anything is published.
             protocol.encode_data("", event)
         if callable(filter):
@@ -291,8 +306,30 @@ async def abroadcast(
     return await get_channel(channel).abroadcast(data, event, filter=filter)
 
 
+def on_control(event: str, handler: Callable[[Message], None]) -> None:
+    """Hand control messages of type ``event`` (``stream_app.*``) to ``handler`` on delivery.
+
+    The handler runs in the event loop that holds the sessions, in every worker.
+    """
+    if not event.startswith(CONTROL_PREFIX):
+        raise ValueError(f"a control event type starts with {CONTROL_PREFIX!r}")
+    _control_handlers[event] = handler
+
+
+def leave_all(session: Session) -> None:
+    """Deregister ``session`` from every channel it is on."""
+    for channel in list(session._channels or ()):
+        channel.deregister(session)
+
+
 def _deliver(message: Message) -> None:
     """The backend's delivery callback: fan a message out to this process's sessions."""
+    event = message.event
+    if event is not None and event.startswith(CONTROL_PREFIX):
+        handler = _control_handlers.get(event)
+        if handler is not None:
+            handler(message)
+        return
     channel = _registry.get(message.channel)
     if channel is not None:
         channel.fan_out(message)

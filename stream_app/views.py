@@ -32,7 +32,16 @@ from .channels import (
 )
 from .conf import app_settings
 from .filters import FilterError
-from .permissions import bearer_matches, check_subscribe, csrf_passes, session_state
+from .logout import end_on_logout
+from .permissions import (
+    PUBLISH,
+    PUBLISH_ANY,
+    bearer_matches,
+    can_publish,
+    check_subscribe,
+    csrf_passes,
+    session_state,
+)
 from .sessions import create_session
 
 __all__ = ["publish_view", "stream_view"]
@@ -86,6 +95,8 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         session.on_close(lambda s: _release_user(user_id))
     if request.method != "HEAD":
         await subscribe(session, [get_channel(name) for name in names])
+        # Logging out of this Django session ends the stream, on any worker.
+        await end_on_logout(request, user, session)
         # Connect hooks push what the session should get first (missed notifications).
         for hook in app_settings.CONNECT_HOOKS:
             await import_string(hook)(session, names)
@@ -98,15 +109,23 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
 async def publish_view(request: HttpRequest) -> HttpResponse:
     """POST ``{"channel", "data", "event"?, "filter"?}``: broadcast; answers ``{"id": ...}``.
 
-    Allowed to holders of ``PUBLISH_TOKEN`` (``Authorization: Bearer <token>``) and to staff
-    users, whose requests must then pass Django's CSRF check like any form.
+    Allowed on every channel to holders of ``PUBLISH_TOKEN`` (``Authorization: Bearer
+    <token>``, a service credential); to sessions of users with the permission
+    ``stream_app.publish`` (channels everyone may read) or ``stream_app.publish_any`` (every
+    channel), whose requests must then pass Django's CSRF check like any form.
     """
     if request.method != "POST":
         return error(405, "method_not_allowed", "POST a JSON object")
+    user = None
     if not bearer_matches(request, app_settings.PUBLISH_TOKEN):
         user = await request.auser()
-        if not (user.is_authenticated and user.is_staff):
-            return error(403, "forbidden", "staff session or publish token required")
+        if not await can_publish(user):
+            return error(
+                403,
+                "forbidden",
+                f"the permission {PUBLISH} (public channels) or {PUBLISH_ANY}, "
+                "or the publish token, is required",
+            )
         # publish_view itself is csrf_exempt (token callers have no cookie): sessions must
         # pass the check like any form.
         if not csrf_passes(request):
@@ -127,9 +146,17 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         return error(400, "invalid_event", "'event' must be a string")
     try:
         channel = get_channel(validate_channel_name(body["channel"]))
-        event_id = await channel.abroadcast(body["data"], event, filter=body.get("filter"))
     except ChannelNameError as exc:
         return error(400, "invalid_channel", str(exc))
+    if user is not None and not await can_publish(user, channel.name):
+        return error(
+            403,
+            "forbidden",
+            f"publishing to {channel.name!r} needs the permission {PUBLISH_ANY}",
+            channel=channel.name,
+        )
+    try:
+        event_id = await channel.abroadcast(body["data"], event, filter=body.get("filter"))
     except FilterError as exc:
         return error(400, "invalid_filter", str(exc))
     except MessageTooLarge as exc:
