@@ -676,6 +676,7 @@ class Session:
             # server's cancellation and goes on up.
             if self.close_reason not in ("slow_consumer", "write_timeout", "shutdown"):
                 raise
+            _drop_connection(send)
         finally:
             watcher.cancel()
             self._finish()
@@ -702,6 +703,22 @@ class Session:
                 self.close()
 
         self._callback_task = asyncio.ensure_future(run())
+
+
+def _drop_connection(send: Callable[..., Awaitable[None]]) -> None:
+    """Drop the connection under an ASGI ``send`` at once, with the data it still buffers.
+
+    Called when our writer was stuck in a write, that is when the peer stopped reading. Ending
+    the response is not enough under uvicorn: it closes the transport gracefully, which waits
+    to flush its buffer to the peer first, so a peer that never reads keeps the socket and the
+    buffered chunk for good. ASGI has no message that aborts a connection; uvicorn's ``send`` is
+    a method of its request cycle, whose ``transport`` attribute (uvicorn's own, not ASGI's:
+    ``tests/test_stalled_clients.py`` fails if it goes) is an asyncio transport, with the public
+    ``abort()``. Servers without one need nothing: daphne's writes never wait.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
 
 
 class EventBuffer:
