@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from django.test import override_settings
+from django.test import AsyncRequestFactory, override_settings
 
+from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
 from stream_app.backends.base import Message, id_key
 from stream_app.backends.redis import RedisBackend
+from stream_app.channels import get_channel, subscribe
+from stream_app.sessions import Session
 from tests.conftest import RedisServer
+
+factory = AsyncRequestFactory()
 
 
 @pytest.fixture
@@ -126,3 +133,26 @@ async def test_redis_publish_without_redis_raises_backend_unavailable() -> None:
         assert not await backend.ping()
         await backend.aclose()
     reset_backend()
+
+
+@pytest.mark.parametrize(
+    "last_id", ["99999999999999999999999-0", "1-18446744073709551616", "\u00b2-1"]
+)
+async def test_redis_out_of_range_id_is_invalid_id_without_traceback(
+    backend: RedisBackend, last_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = get_channel("range")
+    session = Session(
+        factory.get("/sse/", headers={"Last-Event-ID": last_id}),
+        retry=None,
+        keep_alive=None,
+        state={},
+    )
+    with caplog.at_level(logging.DEBUG, logger="stream_app"):
+        await subscribe(session, [channel])
+    events = protocol.decode(b"".join(session._queue))
+    assert events[0].event == "reset"
+    assert json.loads(events[0].data or "")["reason"] == "invalid_id"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    session._abort("test")
+    await backend.aclose()
