@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from django.test import AsyncRequestFactory, override_settings
@@ -18,7 +19,7 @@ from stream_app.backends.base import Message, id_key
 from stream_app.backends.redis import RedisBackend
 from stream_app.channels import get_channel, subscribe
 from stream_app.sessions import Session
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, free_port
 
 factory = AsyncRequestFactory()
 
@@ -116,7 +117,6 @@ async def test_redis_every_key_has_a_ttl(backend: RedisBackend, redis_server: Re
 
 async def test_redis_publish_without_redis_raises_backend_unavailable() -> None:
     from stream_app.backends.base import BackendUnavailable
-    from tests.conftest import free_port
 
     with override_settings(
         STREAM_APP={
@@ -156,3 +156,48 @@ async def test_redis_out_of_range_id_is_invalid_id_without_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     session._abort("test")
     await backend.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A private Redis this test may kill and restart (the session's is shared)."""
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def restart(server: RedisServer) -> None:
+    """Kill -9 and start again on the same port: pooled connections are now stale."""
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait(10)
+    server.start()
+
+
+async def test_redis_first_publish_after_a_restart_succeeds(
+    server_factory: Any, own_redis: RedisServer
+) -> None:
+    env = {"STREAM_BACKEND": "redis", "REDIS_URL": own_redis.url}
+    server = server_factory("uvicorn", env)
+    body = {"channel": "news", "data": "x"}
+    headers = {"Authorization": "Bearer test-token"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=headers) as client:
+        assert (await client.post("/stream/publish/", json=body)).status_code == 201
+        restart(own_redis)
+        response = await client.post("/stream/publish/", json=body)
+        assert response.status_code == 201, response.text
+
+
+async def test_redis_sync_and_async_publish_survive_a_restart(own_redis: RedisServer) -> None:
+    options = {"BACKEND": "stream_app.backends.redis.RedisBackend", "REDIS_URL": own_redis.url}
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        backend = get_backend()
+        await publish(backend, "r", "1")
+        backend.publish_sync(Message("r", "2"))
+        restart(own_redis)
+        assert id_key(await publish(backend, "r", "3"))
+        assert id_key(backend.publish_sync(Message("r", "4")))
+        await backend.aclose()
+    reset_backend()

@@ -39,7 +39,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.retry import Retry
 
 from ..conf import app_settings
 from ..lifecycle import spawn
@@ -74,6 +77,18 @@ return id
 """
 
 _NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.IncompleteReadError)
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 5.0,
+    "decode_responses": True,
+}
+# A pooled connection that Redis closed (a restart, an idle timeout) fails on first use with a
+# ConnectionError: the clients try once more, on a new connection (redis-py's asyncio pool does
+# not check a connection before use, and from_url sets no retry). Not on a timeout: a slow
+# command may still run, and a publish must not be made twice. (A server that dies between
+# running a publish and answering it could see it made twice: rare, and a duplicate with its
+# own id beats a lost event.)
+_RETRIED = (redis.ConnectionError,)
 
 
 class _RespError(Exception):
@@ -189,7 +204,9 @@ class RedisBackend(Backend):
             self._listener = None
             self._writer = None
             self._client = aredis.Redis.from_url(
-                self.url, socket_connect_timeout=1.0, socket_timeout=5.0, decode_responses=True
+                self.url,
+                retry=AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED),
+                **_CLIENT_OPTIONS,
             )
         return self._client
 
@@ -199,9 +216,8 @@ class RedisBackend(Backend):
             if self._sync_client is None:
                 self._sync_client = redis.Redis.from_url(
                     self.url,
-                    socket_connect_timeout=1.0,
-                    socket_timeout=5.0,
-                    decode_responses=True,
+                    retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
+                    **_CLIENT_OPTIONS,
                 )
             return self._sync_client
 
