@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from django.test import AsyncRequestFactory
+from django.test import AsyncClient, AsyncRequestFactory
 
 from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
@@ -63,3 +64,35 @@ def test_memory_valid_id_takes_ascii_digits_up_to_64_bits() -> None:
     assert backend.valid_id(f"{2**64 - 1}-{2**64 - 1}")
     for bad in (f"{2**64}-0", "\u0661-1", "1-\u00b2", "1", "-1", "1-", "a-1"):
         assert not backend.valid_id(bad), bad
+
+
+async def test_memory_unencodable_publish_is_refused_and_never_recorded() -> None:
+    channel = get_channel("surrogate")
+    watcher = make_session()
+    channel.register(watcher)
+    client = AsyncClient()
+
+    async def post(data: str) -> Any:
+        body = json.dumps({"channel": "surrogate", "data": data})
+        return await client.post(
+            "/stream/publish/",
+            body,
+            "application/json",
+            headers={"Authorization": "Bearer test-token"},
+        )
+
+    first = await post("first")
+    assert first.status_code == 201, first.content
+    bad = await post("\ud800")
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "invalid_data"
+    assert "surrogate" in bad.json()["message"]
+    second = await post("second")
+    assert second.status_code == 201
+    session = make_session(**{"Last-Event-ID": first.json()["id"]})
+    await subscribe(session, [channel])
+    assert [(e.event, e.data, e.id) for e in received(session)] == [
+        (None, "second", second.json()["id"])
+    ]
+    with pytest.raises(UnicodeEncodeError):
+        channel.broadcast({"text": "\udfff"})

@@ -201,3 +201,19 @@ async def test_redis_sync_and_async_publish_survive_a_restart(own_redis: RedisSe
         assert id_key(backend.publish_sync(Message("r", "4")))
         await backend.aclose()
     reset_backend()
+
+
+async def test_redis_unencodable_publish_is_refused_and_never_recorded(
+    backend: RedisBackend,
+) -> None:
+    channel = get_channel("surrogate")
+    first = await channel.abroadcast("first")
+    with pytest.raises(UnicodeEncodeError):
+        await channel.abroadcast("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        channel.broadcast({"text": "\udfff"})
+    second = await channel.abroadcast("second")
+    history = await backend.history(["surrogate"], first)
+    assert history.complete
+    assert [(m.data, m.id) for m in history.messages] == [("second", second)]
+    await backend.aclose()

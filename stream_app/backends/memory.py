@@ -47,6 +47,11 @@ class MemoryBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _record(self, message: Message) -> None:
+        if not message.data.isascii():
+            # Nothing that cannot go on the wire is recorded: a lone surrogate (JSON allows
+            # "\ud800") would fail every later replay of the channel. Redis' client refuses it
+            # the same way (UnicodeEncodeError) before sending.
+            message.data.encode()
         with self._lock:
             self._seq += 1
             message.id = f"{self.boot}-{self._seq}"
