@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import AsyncClient, AsyncRequestFactory
+from django.test import AsyncClient, AsyncRequestFactory, override_settings
 
 from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
+from stream_app.backends.memory import PRUNE_BATCH, MemoryBackend
 from stream_app.channels import get_channel, subscribe
 from stream_app.sessions import Session
 
@@ -96,3 +98,37 @@ async def test_memory_unencodable_publish_is_refused_and_never_recorded() -> Non
     ]
     with pytest.raises(UnicodeEncodeError):
         channel.broadcast({"text": "\udfff"})
+
+
+@override_settings(STREAM_APP={"HISTORY_TTL": 0.2})
+async def test_memory_drops_idle_unsubscribed_channels_after_history_ttl() -> None:
+    backend = get_backend()
+    assert isinstance(backend, MemoryBackend)
+    listened = get_channel("listened")
+    listened.register(make_session())
+    kept = await listened.abroadcast("kept")
+    # 200 finished chats: six events each, nobody listening any more.
+    for chat in range(200):
+        for n in range(6):
+            await get_channel(f"generation:{chat}").abroadcast(n)
+    assert len(backend._rings) == 201
+    await asyncio.sleep(0.3)
+    await get_channel("fresh").abroadcast("first")
+    # The work of one publish is bounded: what is left goes with the next publishes.
+    assert len(backend._rings) >= 202 - PRUNE_BATCH
+    for _ in range(200 // PRUNE_BATCH + 1):
+        await get_channel("fresh").abroadcast("again")
+    assert set(backend._rings) == {"listened", "fresh"}
+    history = await backend.history(["listened"], f"{backend.boot}-0")
+    assert [m.id for m in history.messages] == [kept]
+
+
+@override_settings(STREAM_APP={"HISTORY_TTL": 0.2})
+async def test_memory_history_of_an_expired_channel_is_gone() -> None:
+    backend = get_backend()
+    channel = get_channel("expiring")
+    await channel.abroadcast("old")
+    await asyncio.sleep(0.3)
+    history = await backend.history(["expiring"], f"{backend.boot}-0")
+    assert history.messages == []
+    assert "expiring" not in backend._rings
