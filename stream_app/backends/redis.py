@@ -46,6 +46,7 @@ from redis.retry import Retry
 
 from ..conf import app_settings
 from ..lifecycle import spawn
+from ..redact import redact, redact_url
 from .base import Backend, BackendUnavailable, History, Message, id_key, in_id_order
 
 __all__ = ["RedisBackend"]
@@ -231,7 +232,7 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
             )
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
 
@@ -242,9 +243,15 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
             )
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        """The error for an unreachable Redis: where (without the password) and why."""
+        return BackendUnavailable(
+            f"Redis at {redact_url(self.url)} is unreachable: {redact(str(exc))}"
+        )
 
     # -- listening -----------------------------------------------------------------------------
 
@@ -350,7 +357,7 @@ class RedisBackend(Backend):
                 raise
             except (*_NETWORK_ERRORS, _RespError) as exc:
                 if self.connected:
-                    logger.warning("stream_app lost Redis (%s); reconnecting", exc)
+                    logger.warning("stream_app lost Redis (%s); reconnecting", redact(str(exc)))
                 self.connected = False
                 self.reconnects += 1
                 failed = True
@@ -460,7 +467,7 @@ class RedisBackend(Backend):
                 total += int(answer[1])
             await client.delete(reply)
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return total
 
     async def ping(self) -> bool:

@@ -37,6 +37,7 @@ from django.utils.module_loading import import_string
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable
 from ..conf import app_settings
+from ..redact import redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -110,7 +111,7 @@ async def _call(coro: Any) -> Any:
     except (asyncio.CancelledError, BackendUnavailable):
         raise
     except Exception as exc:
-        raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(redact(f"Redis: {type(exc).__name__}: {exc}")) from exc
 
 
 async def register(generation_id: str, record: dict[str, Any]) -> bool:
