@@ -124,6 +124,16 @@ def start_server(kind: str, env: dict[str, str] | None = None, port: int | None 
     return server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def serving_process() -> None:
+    """This process serves the streams its tests open in it (sessions, ASGI test requests), so
+    memory-backend publishes here are received, as in a worker, whatever the test order.
+    Separate processes (``manage.py``, ``python -c``) start without it, like a cron job."""
+    from stream_app.backends.memory import mark_serving
+
+    mark_serving()
+
+
 @pytest.fixture
 def server_factory(django_db_setup: None) -> Iterator[object]:
     """Start servers on demand; each is stopped at teardown."""

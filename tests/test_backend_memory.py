@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import AsyncClient, AsyncRequestFactory, override_settings
+from django.test import AsyncClient, AsyncRequestFactory, Client, override_settings
 
 from stream_app import protocol
-from stream_app.backends import get_backend, reset_backend
+from stream_app.asgi import StreamASGIHandler
+from stream_app.backends import get_backend, memory, reset_backend
+from stream_app.backends.base import BackendUnavailable, NotServingStreams
 from stream_app.backends.memory import PRUNE_BATCH, MemoryBackend
 from stream_app.channels import get_channel, subscribe
 from stream_app.sessions import Session
@@ -132,3 +134,54 @@ async def test_memory_history_of_an_expired_channel_is_gone() -> None:
     history = await backend.history(["expiring"], f"{backend.boot}-0")
     assert history.messages == []
     assert "expiring" not in backend._rings
+
+
+@pytest.fixture
+def not_serving() -> Iterator[None]:
+    """This test process as a shell or a worker would be: serving no streams."""
+    memory.mark_serving(False)
+    yield
+    memory.mark_serving(True)
+
+
+async def test_memory_publish_in_a_process_serving_no_streams_fails_loudly(
+    not_serving: None,
+) -> None:
+    channel = get_channel("nobody")
+    with pytest.raises(NotServingStreams) as raised:
+        channel.broadcast("lost")
+    with pytest.raises(NotServingStreams):
+        await channel.abroadcast("lost")
+    message = str(raised.value)
+    assert 'STREAM_APP["BACKEND"]' in message
+    assert "stream_app.backends.redis.RedisBackend" in message
+    assert "stream_app.backends.channels.ChannelsBackend" in message
+    assert isinstance(raised.value, BackendUnavailable)
+    assert (await get_backend().history(["nobody"], "0-0")).messages == []
+
+
+@pytest.mark.django_db
+async def test_memory_serving_is_marked_by_an_asgi_request_not_a_wsgi_one(
+    not_serving: None,
+) -> None:
+    await asyncio.to_thread(Client().get, "/admin/login/")
+    assert not memory.is_serving()
+    await AsyncClient().get("/admin/login/")
+    assert memory.is_serving()
+    assert get_channel("served").broadcast("kept")
+
+
+@pytest.mark.parametrize(
+    "serve",
+    [
+        lambda: StreamASGIHandler(),
+        lambda: get_channel("subscribed").register(make_session()),
+    ],
+    ids=["asgi-handler", "subscription"],
+)
+async def test_memory_serving_is_marked_by_the_handler_or_a_subscription(
+    not_serving: None, serve: Any
+) -> None:
+    serve()
+    assert memory.is_serving()
+    assert await get_channel("served").abroadcast("kept")

@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailable",
     "History",
     "Message",
+    "NotServingStreams",
     "id_key",
     "in_id_order",
 ]
@@ -21,6 +22,12 @@ __all__ = [
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot publish now (e.g. Redis is unreachable); nothing was published."""
+
+
+class NotServingStreams(BackendUnavailable):
+    """A process-local backend was asked to publish where no stream is served (a management
+    command, a shell, a cron job, a task worker): nobody could receive it; nothing was published.
+    """
 
 
 @dataclass(slots=True)

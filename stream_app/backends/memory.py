@@ -6,7 +6,14 @@ is told (a ``reset`` event) that history was lost.
 
 Publishing from another thread (a sync view under ASGI runs in a worker thread) hands the
 delivery to the event loop that holds the sessions. Publishing from another *process* (a
-management command, Celery) cannot reach these sessions: use the Redis backend for that.
+management command, a shell, cron, Celery) cannot reach these sessions: use the Redis backend
+for that. So that such an event is never lost silently, a publish raises ``NotServingStreams``
+unless this process serves streams, which it does once any of these happened in it:
+
+- ``stream_app.asgi.StreamASGIHandler`` was created (``get_asgi_application()``);
+- Django's own ASGI handler began a request (``request_started`` with a ``scope``; WSGI
+  requests send an ``environ``, and serve no streams);
+- a session subscribed to a channel.
 
 Retention follows Redis' TTL: a channel's history is dropped ``HISTORY_TTL`` seconds after its
 last event, unless a session of this process still listens to it (then it is kept, and its
@@ -22,10 +29,52 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 
-from ..conf import app_settings
-from .base import Backend, History, Message, id_key, in_id_order
+from django.core.signals import request_started
 
-__all__ = ["PRUNE_BATCH", "MemoryBackend"]
+from ..conf import app_settings
+from .base import Backend, History, Message, NotServingStreams, id_key, in_id_order
+
+__all__ = [
+    "NOT_SERVING",
+    "PRUNE_BATCH",
+    "MemoryBackend",
+    "connect_receivers",
+    "is_serving",
+    "mark_serving",
+]
+
+NOT_SERVING = (
+    "This process serves no streams, and the memory backend delivers only to the streams of "
+    "the process that publishes: nobody would receive this event. To publish from a "
+    "management command, a shell, a cron job or a task worker, set "
+    'STREAM_APP["BACKEND"] = "stream_app.backends.redis.RedisBackend" (with REDIS_URL) or '
+    '"stream_app.backends.channels.ChannelsBackend", the same in every process.'
+)
+# Process-wide, not per backend instance: the handler is built once, backends can be rebuilt.
+_serving = {"on": False}
+
+
+def mark_serving(serving: bool = True) -> None:
+    """Record that this process serves streams (see the module docstring); tests may unset it."""
+    _serving["on"] = serving
+
+
+def is_serving() -> bool:
+    """Whether this process serves streams, so that a memory publish can reach someone."""
+    return _serving["on"]
+
+
+def _on_request_started(sender: object, scope: object = None, **kwargs: object) -> None:
+    # ASGI handlers send the scope, WSGI ones the environ. Sync and trivial on purpose: it runs
+    # with Django's own receivers, in the hop they already take.
+    if scope is not None and not _serving["on"]:
+        _serving["on"] = True
+
+
+def connect_receivers() -> None:
+    """Mark this process serving on its first ASGI request (called by ``AppConfig.ready``)."""
+    request_started.connect(_on_request_started, dispatch_uid="stream_app.backends.memory")
+
 
 #: Most channels a publish looks at for expiry (the oldest ones).
 PRUNE_BATCH = 32
@@ -106,7 +155,12 @@ class MemoryBackend(Backend):
         return self.publish_sync(message)
 
     def publish_sync(self, message: Message) -> str:
-        """Record, and deliver in the sessions' loop (at once if this is its thread)."""
+        """Record, and deliver in the sessions' loop (at once if this is its thread).
+
+        Raises ``NotServingStreams`` in a process that serves no streams.
+        """
+        if not _serving["on"]:
+            raise NotServingStreams(NOT_SERVING)
         self._record(message)
         loop = self._loop
         try:
@@ -123,6 +177,7 @@ class MemoryBackend(Backend):
         """Remember the loop that holds the sessions, for deliveries from other threads."""
         self._loop = asyncio.get_running_loop()
         self._listened.add(channel)
+        _serving["on"] = True
 
     def unsubscribe(self, channel: str) -> None:
         """No session listens to ``channel`` any more: its history may expire."""
