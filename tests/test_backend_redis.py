@@ -158,45 +158,34 @@ async def test_redis_out_of_range_id_is_invalid_id_without_traceback(
     await backend.aclose()
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A private Redis this test may kill and restart (the session's is shared)."""
-    server = RedisServer(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 def restart(server: RedisServer) -> None:
     """Kill -9 and start again on the same port: pooled connections are now stale."""
-    assert server.proc is not None
-    server.proc.kill()
-    server.proc.wait(10)
+    server.kill()
     server.start()
 
 
 async def test_redis_first_publish_after_a_restart_succeeds(
-    server_factory: Any, own_redis: RedisServer
+    server_factory: Any, private_redis: RedisServer
 ) -> None:
-    env = {"STREAM_BACKEND": "redis", "REDIS_URL": own_redis.url}
+    env = {"STREAM_BACKEND": "redis", "REDIS_URL": private_redis.url}
     server = server_factory("uvicorn", env)
     body = {"channel": "news", "data": "x"}
     headers = {"Authorization": "Bearer test-token"}
     async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=headers) as client:
         assert (await client.post("/stream/publish/", json=body)).status_code == 201
-        restart(own_redis)
+        restart(private_redis)
         response = await client.post("/stream/publish/", json=body)
         assert response.status_code == 201, response.text
 
 
-async def test_redis_sync_and_async_publish_survive_a_restart(own_redis: RedisServer) -> None:
-    options = {"BACKEND": "stream_app.backends.redis.RedisBackend", "REDIS_URL": own_redis.url}
+async def test_redis_sync_and_async_publish_survive_a_restart(private_redis: RedisServer) -> None:
+    options = {"BACKEND": "stream_app.backends.redis.RedisBackend", "REDIS_URL": private_redis.url}
     with override_settings(STREAM_APP=options):
         reset_backend()
         backend = get_backend()
         await publish(backend, "r", "1")
         backend.publish_sync(Message("r", "2"))
-        restart(own_redis)
+        restart(private_redis)
         assert id_key(await publish(backend, "r", "3"))
         assert id_key(backend.publish_sync(Message("r", "4")))
         await backend.aclose()

@@ -52,6 +52,7 @@ __all__ = [
     "dotted_path",
     "drop",
     "keep",
+    "reclaim",
     "register",
     "release",
     "state",
@@ -68,6 +69,15 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _REFRESH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Hold the lease again after an outage, unless another worker took it meanwhile.
+_RECLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -174,6 +184,16 @@ async def claim(generation_id: str) -> bool:
     client, prefix = redis
     key = f"{prefix}:{generation_id}:beat"
     return bool(await _call(client.set(key, WORKER, nx=True, px=_ttl_ms())))
+
+
+async def reclaim(generation_id: str) -> bool:
+    """Hold the lease again if it is still this worker's or nobody's; True off Redis."""
+    redis = _redis()
+    if redis is None:
+        return True
+    client, prefix = redis
+    key = f"{prefix}:{generation_id}:beat"
+    return bool(await _call(client.eval(_RECLAIM, 1, key, WORKER, str(_ttl_ms()))))
 
 
 async def release(generation_id: str) -> None:
