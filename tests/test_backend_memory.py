@@ -185,3 +185,16 @@ async def test_memory_serving_is_marked_by_the_handler_or_a_subscription(
     serve()
     assert memory.is_serving()
     assert await get_channel("served").abroadcast("kept")
+
+
+@override_settings(STREAM_APP={"HISTORY_TTL": 0})
+async def test_memory_history_ttl_zero_keeps_nothing_and_still_publishes() -> None:
+    session = make_session()
+    channel = get_channel("zero")
+    channel.register(session)
+    channel.deregister(session)
+    assert await channel.abroadcast("a")
+    assert await get_channel("zero-b").abroadcast("b")
+    backend = get_backend()
+    assert isinstance(backend, MemoryBackend)
+    assert backend._rings == {}

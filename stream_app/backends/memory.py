@@ -133,6 +133,9 @@ class MemoryBackend(Backend):
         """Drop expired channels among the oldest ``PRUNE_BATCH`` (the lock is held)."""
         ttl = app_settings.HISTORY_TTL
         for _ in range(PRUNE_BATCH):
+            if not self._rings:
+                # HISTORY_TTL = 0: even the channel just published to is gone.
+                return
             name, ring = next(iter(self._rings.items()))
             if now - ring.touched < ttl:
                 return
