@@ -368,12 +368,19 @@ class Generation:
                 if self.leased and not await leases.reclaim(self.id):
                     logger.info("generation %s: taken over elsewhere, which ends it", self.id)
                     return
-                await self.channel.abroadcast(payload, event, filter=self.filter)
-                if self.leased:
-                    await leases.drop(self.id)
+                # A publish that timed out may have been made after all.
+                info = await lookup(self.id)
+                if info is None or not info.finished:
+                    await self.channel.abroadcast(payload, event, filter=self.filter)
             except BackendUnavailable:
                 continue
             logger.info("generation %s: its %s event was published late", self.id, event)
+            if self.leased:
+                try:
+                    await leases.drop(self.id)
+                except BackendUnavailable as exc:
+                    # Its keys expire with their TTLs; the history already says it finished.
+                    logger.warning("generation %s could not drop its lease: %s", self.id, exc)
             return
         logger.warning("generation %s: its %s event was never published", self.id, event)
 
