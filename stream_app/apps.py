@@ -14,8 +14,11 @@ class StreamAppConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, logout, logs
+        from .backends import memory
 
         checks.register()
+        # The memory backend learns that this process serves streams (its first ASGI request).
+        memory.connect_receivers()
         # Structured connect/disconnect log lines (stream_app.logs).
         logs.connect_receivers()
         # Streams end when their Django session logs out, on every worker (stream_app.logout).

@@ -57,6 +57,7 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import get_resolver, set_script_prefix
 
+from .backends.memory import mark_serving
 from .conf import app_settings
 from .lifecycle import install_signal_handlers
 from .threads import RequestThreadContext
@@ -238,6 +239,8 @@ class StreamASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self._one_hop = _OneHopHandler(type(self))
+        # This process serves streams: the memory backend may publish here.
+        mark_serving()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":

@@ -7,10 +7,14 @@
 - ``stream_app.E004``: ``STREAM_APP`` is not a dict.
 - ``stream_app.E005``: ``STREAM_APP["BACKEND"]`` cannot be imported.
 - ``stream_app.E006``: a numeric setting is out of range.
+- ``stream_app.W007``: the memory backend while the environment asks for several workers
+  (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
+  broadcasts.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -20,9 +24,22 @@ from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, app_settings
 
-__all__ = ["check_backend", "check_gzip", "check_server", "check_settings", "register"]
+__all__ = [
+    "WORKER_VARIABLES",
+    "check_backend",
+    "check_gzip",
+    "check_server",
+    "check_settings",
+    "check_workers",
+    "register",
+]
+
+#: Environment variables that set how many worker processes a server runs (gunicorn and
+#: uvicorn read WEB_CONCURRENCY, uvicorn UVICORN_WORKERS).
+WORKER_VARIABLES = ("WEB_CONCURRENCY", "UVICORN_WORKERS")
+MEMORY_BACKEND = "stream_app.backends.memory.MemoryBackend"
 
 
 def check_server(**kwargs: Any) -> list[CheckMessage]:
@@ -123,7 +140,26 @@ def check_backend(**kwargs: Any) -> list[CheckMessage]:
     return []
 
 
+def check_workers(**kwargs: Any) -> list[CheckMessage]:
+    """W007: the process-local memory backend where the environment asks for several workers."""
+    if app_settings.BACKEND != MEMORY_BACKEND:
+        return []
+    for name in WORKER_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return [
+                Warning(
+                    f"{name}={value} runs several worker processes, but the memory backend "
+                    "delivers each broadcast only to the streams of the worker that sent it.",
+                    hint='Set STREAM_APP["BACKEND"] = "stream_app.backends.redis.RedisBackend" '
+                    "(with REDIS_URL), or run one worker.",
+                    id="stream_app.W007",
+                )
+            ]
+    return []
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
-    for check in (check_server, check_gzip, check_settings, check_backend):
+    for check in (check_server, check_gzip, check_settings, check_backend, check_workers):
         register_check(check, Tags.compatibility)
