@@ -40,7 +40,7 @@ from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
 from .backends import get_backend
-from .backends.base import Backend, BackendUnavailable, Message
+from .backends.base import Backend, BackendUnavailable, Message, NotServingStreams
 from .channels import SUBSCRIBE_TIMEOUT, leave_all, on_control
 
 if TYPE_CHECKING:
@@ -118,6 +118,9 @@ def _on_user_logged_out(
         return
     try:
         get_backend().publish_sync(Message(CHANNEL, login_digest(key), EVENT))
+    except NotServingStreams:
+        # A process-local backend where no stream is served: there is no stream to end.
+        return
     except BackendUnavailable:
         logger.error(
             "could not end the streams of a session that logged out: the backend is "

@@ -196,3 +196,21 @@ async def test_anonymous_streams_are_not_tracked(memory: None) -> None:
     await logout.end_on_logout(request, AnonymousUser(), session)
     await sync_to_async(user_logged_out.send)(sender=User, request=request, user=None)
     assert session.close_reason is None
+
+
+async def test_logout_where_no_stream_is_served_logs_no_error(
+    memory: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A process that serves no streams (a WSGI site beside the ASGI workers, a test client)
+    # on a process-local backend has no stream to end: logging out is quiet there.
+    from stream_app.backends.memory import mark_serving
+
+    bob = await User.objects.acreate(username="quiet-bob")
+    request = factory.get("/logout/")
+    request.session = SessionStore("d" * 32)
+    mark_serving(False)
+    try:
+        await sync_to_async(user_logged_out.send)(sender=User, request=request, user=bob)
+    finally:
+        mark_serving()
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []

@@ -236,14 +236,6 @@ def read_until(events: Iterator[object], wanted: str, limit: int = 50) -> object
     pytest.fail(f"no {wanted!r} event")
 
 
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
 def test_quickstart_broadcast_from_another_process_reaches_the_stream(
     project: tuple[Project, list[Block]], private_redis: RedisServer, server: str
