@@ -59,6 +59,7 @@ from django.urls import get_resolver, set_script_prefix
 
 from .conf import app_settings
 from .lifecycle import install_signal_handlers
+from .sessions import track_sessions
 from .threads import RequestThreadContext
 
 __all__ = [
@@ -251,14 +252,21 @@ class StreamASGIHandler(ASGIHandler):
         install_signal_handlers()
         slot = _Slot(scope.get("method", "GET"))
         token = _handoff.set(slot)
-        try:
-            async with RequestThreadContext():
-                await self.handle(scope, receive, send)
-        finally:
-            _handoff.reset(token)
-        if slot.session is not None:
-            session, slot.session, slot.request = slot.session, None, None
-            await session.run_asgi(send, receive)
+        handed_off = None
+        with track_sessions() as created:
+            try:
+                async with RequestThreadContext():
+                    await self.handle(scope, receive, send)
+                handed_off = slot.session
+            finally:
+                _handoff.reset(token)
+                # Every other session this request created will never stream (the client left
+                # while the view ran, the view failed, or another response was sent): end it,
+                # and any the view's thread still creates once the client has gone.
+                created.end(keep=handed_off)
+        if handed_off is not None:
+            slot.session = slot.request = None
+            await handed_off.run_asgi(send, receive)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         """Django's ``handle``; for stream endpoints with the request's sync work in one hop."""

@@ -85,10 +85,15 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         _open_per_user[user_id] += 1
         session.on_close(lambda s: _release_user(user_id))
     if request.method != "HEAD":
-        await subscribe(session, [get_channel(name) for name in names])
-        # Connect hooks push what the session should get first (missed notifications).
-        for hook in app_settings.CONNECT_HOOKS:
-            await import_string(hook)(session, names)
+        try:
+            await subscribe(session, [get_channel(name) for name in names])
+            # Connect hooks push what the session should get first (missed notifications).
+            for hook in app_settings.CONNECT_HOOKS:
+                await import_string(hook)(session, names)
+        except BaseException:
+            # The client left (CancelledError) or a hook failed: this session never streams.
+            session.abandon()
+            raise
         # Tell the client it is subscribed (EventSource ignores it unless it listens for it).
         session.push({"channels": names}, "ready")
     return session.response

@@ -1,0 +1,231 @@
+"""The stream endpoint under abuse: clients that leave at once, HEAD, and its caps.
+
+Real servers (uvicorn, daphne, and Django's own handler) over raw sockets, so that a client
+really leaves while the view is still running; the in-process tests drive the ASGI handler
+directly with a ``receive`` that says the client has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.handlers.asgi import ASGIHandler
+from django.test import Client, override_settings
+
+from stream_app import sessions
+from stream_app.asgi import StreamASGIHandler
+from stream_app.channels import channel_snapshot, get_channel
+from tests import hooks
+from tests.conftest import Server, fetch_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _login_cookie(username: str) -> str:
+    user = await User.objects.acreate(username=username)
+    client = Client()
+    await asyncio.to_thread(client.force_login, user)
+    return str(client.cookies["sessionid"].value)
+
+
+async def _connect_and_leave(
+    port: int, target: str, cookie: str | None = None, method: str = "GET", delay: float = 0.0
+) -> None:
+    """Send one request and close the socket without reading the answer."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+    if cookie is not None:
+        head += f"Cookie: sessionid={cookie}\r\n"
+    writer.write(head.encode() + b"\r\n")
+    await writer.drain()
+    if delay:
+        await asyncio.sleep(delay)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _churn(port: int, target: str, count: int, cookie: str | None = None) -> None:
+    """``count`` clients that leave at once or within a few ms, 20 at a time."""
+    gate = asyncio.Semaphore(20)
+    rng = random.Random(9)
+
+    async def one() -> None:
+        async with gate:
+            await _connect_and_leave(port, target, cookie, delay=rng.choice([0, 0, 0.002, 0.01]))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def _settled_channels(server: Server, timeout: float = 10) -> dict[str, int]:
+    """The server's sessions per channel once nothing has changed for a moment."""
+    deadline = time.monotonic() + timeout
+    channels = (await fetch_json(f"{server.url}/t/state/"))["channels"]
+    while channels and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        channels = (await fetch_json(f"{server.url}/t/state/"))["channels"]
+    return dict(channels)
+
+
+async def _open_streams(server: Server, cookie: str, count: int) -> list[int]:
+    """Open ``count`` streams as the user, read their ``ready`` event, close; the statuses."""
+    async with httpx.AsyncClient(cookies={"sessionid": cookie}, timeout=10) as http:
+        responses = [
+            await http.send(
+                http.build_request("GET", f"{server.url}/sse/?channel=alpha"), stream=True
+            )
+            for _ in range(count)
+        ]
+        for response in responses:
+            await response.aclose()
+    return [r.status_code for r in responses]
+
+
+@pytest.mark.parametrize(("kind", "plain"), [("uvicorn", ""), ("daphne", ""), ("uvicorn", "1")])
+async def test_stream_view_clients_that_leave_at_once_leave_no_session_behind(
+    server_factory: Callable[..., Server], kind: str, plain: str
+) -> None:
+    cookie = await _login_cookie("churner")
+    server = server_factory(
+        kind,
+        {
+            "STREAM_APP_JSON": json.dumps({"MAX_CONNECTIONS_PER_USER": 3}),
+            "STREAM_PLAIN_DJANGO": plain,
+        },
+    )
+    await _churn(server.port, "/sse/?channel=alpha", 150)
+    await _churn(server.port, "/sse/?channel=alpha", 150, cookie)
+    assert await _settled_channels(server) == {}
+    state = await fetch_json(f"{server.url}/t/state/")
+    assert state["open"] == 0
+    # Every slot of the user was given back: three streams open, the fourth is refused.
+    assert await _open_streams(server, cookie, 4) == [200, 200, 200, 429]
+
+
+async def _serve_in_process(
+    handler: ASGIHandler, target: str, cookie: str | None = None, method: str = "GET"
+) -> list[dict[str, Any]]:
+    """Serve one request with ``handler``; the client leaves once a connect hook is parked
+    (``tests.hooks.park``) or the response has started. Returns what the handler sent."""
+    path, _, query = target.partition("?")
+    headers = [(b"host", b"testserver"), (b"accept", b"text/event-stream")]
+    if cookie is not None:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    parked = len(hooks.parked)
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        for _ in range(2000):
+            if len(hooks.parked) > parked or sent:
+                break
+            await asyncio.sleep(0.005)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(handler(scope, receive, send), 10)
+    return sent
+
+
+def _stream_app(**options: Any) -> Any:
+    return override_settings(STREAM_APP={**settings.STREAM_APP, **options})
+
+
+@pytest.mark.parametrize("handler_class", [StreamASGIHandler, ASGIHandler])
+async def test_stream_view_client_that_leaves_during_connect_hooks_leaves_no_session(
+    handler_class: type[ASGIHandler],
+) -> None:
+    cookie = await _login_cookie("hooked")
+    before = channel_snapshot()
+    with _stream_app(CONNECT_HOOKS=["tests.hooks.park"], MAX_CONNECTIONS_PER_USER=1):
+        handler = handler_class()
+        for _ in range(3):
+            sent = await _serve_in_process(handler, "/sse/?channel=alpha", cookie)
+            assert sent == []
+            # The view was cancelled (its task has ended) and its session went with it.
+            assert hooks.parked[-1].done()
+            assert channel_snapshot() == before
+    with _stream_app(CONNECT_HOOKS=[], MAX_CONNECTIONS_PER_USER=1):
+        sent = await _serve_in_process(handler_class(), "/sse/?channel=alpha", cookie)
+    assert sent[0]["status"] == 200
+
+
+@pytest.mark.parametrize(("kind", "plain"), [("uvicorn", ""), ("daphne", ""), ("uvicorn", "1")])
+async def test_stream_view_head_gives_its_connection_slot_back(
+    server_factory: Callable[..., Server], kind: str, plain: str
+) -> None:
+    cookie = await _login_cookie("header")
+    server = server_factory(
+        kind,
+        {
+            "STREAM_APP_JSON": json.dumps({"MAX_CONNECTIONS_PER_USER": 2}),
+            "STREAM_PLAIN_DJANGO": plain,
+        },
+    )
+    async with httpx.AsyncClient(cookies={"sessionid": cookie}, timeout=10) as http:
+        for _ in range(3):
+            head = await http.head(f"{server.url}/sse/?channel=alpha")
+            assert head.status_code == 200
+            assert head.headers["content-type"].startswith("text/event-stream")
+    assert await _settled_channels(server) == {}
+    assert await _open_streams(server, cookie, 3) == [200, 200, 429]
+
+
+async def test_stream_view_head_in_process_gives_its_slot_back() -> None:
+    cookie = await _login_cookie("header-in-process")
+    with _stream_app(MAX_CONNECTIONS_PER_USER=1):
+        handler = StreamASGIHandler()
+        for _ in range(2):
+            sent = await _serve_in_process(handler, "/sse/?channel=alpha", cookie, "HEAD")
+            assert sent[0]["status"] == 200
+            assert b"".join(m.get("body", b"") for m in sent[1:]) == b""
+        sent = await _serve_in_process(handler, "/sse/?channel=alpha", cookie)
+    assert sent[0]["status"] == 200
+
+
+@pytest.mark.parametrize("handler_class", [StreamASGIHandler, ASGIHandler])
+@pytest.mark.parametrize("query", ["fail=1", "fail="])
+async def test_a_session_whose_response_is_never_sent_leaves_its_channels(
+    handler_class: type[ASGIHandler], query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Django's own handler cannot tell us the response was dropped: the start timeout does.
+    monkeypatch.setattr(sessions, "START_TIMEOUT", 0.2, raising=False)
+    beta = get_channel("beta")
+    before = beta.session_count
+    sent = await _serve_in_process(handler_class(), f"/t/unsent/?{query}")
+    assert sent[0]["status"] == (500 if query == "fail=1" else 200)
+    if handler_class is StreamASGIHandler:
+        # Ours knows which sessions the request created: they end with it.
+        assert beta.session_count == before
+    for _ in range(100):
+        if beta.session_count == before:
+            break
+        await asyncio.sleep(0.02)
+    assert beta.session_count == before
