@@ -24,6 +24,7 @@ from django.test import Client, override_settings
 from stream_app import sessions
 from stream_app.asgi import StreamASGIHandler
 from stream_app.channels import channel_snapshot, get_channel
+from stream_app.conf import DEFAULTS
 from tests import hooks
 from tests.conftest import Server, fetch_json
 
@@ -75,9 +76,10 @@ async def _settled_channels(server: Server, timeout: float = 10) -> dict[str, in
     return dict(channels)
 
 
-async def _open_streams(server: Server, cookie: str, count: int) -> list[int]:
-    """Open ``count`` streams as the user, read their ``ready`` event, close; the statuses."""
-    async with httpx.AsyncClient(cookies={"sessionid": cookie}, timeout=10) as http:
+async def _open_streams(server: Server, cookie: str | None, count: int) -> list[int]:
+    """Open ``count`` streams (as the user if ``cookie``) together, then close; the statuses."""
+    cookies = {"sessionid": cookie} if cookie else {}
+    async with httpx.AsyncClient(cookies=cookies, timeout=10) as http:
         responses = [
             await http.send(
                 http.build_request("GET", f"{server.url}/sse/?channel=alpha"), stream=True
@@ -110,16 +112,19 @@ async def test_stream_view_clients_that_leave_at_once_leave_no_session_behind(
     assert await _open_streams(server, cookie, 4) == [200, 200, 200, 429]
 
 
-async def _serve_in_process(
-    handler: ASGIHandler, target: str, cookie: str | None = None, method: str = "GET"
-) -> list[dict[str, Any]]:
-    """Serve one request with ``handler``; the client leaves once a connect hook is parked
-    (``tests.hooks.park``) or the response has started. Returns what the handler sent."""
+def _scope(
+    target: str,
+    cookie: str | None = None,
+    method: str = "GET",
+    client: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     path, _, query = target.partition("?")
-    headers = [(b"host", b"testserver"), (b"accept", b"text/event-stream")]
+    raw = [(b"host", b"testserver"), (b"accept", b"text/event-stream")]
+    raw.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
     if cookie is not None:
-        headers.append((b"cookie", f"sessionid={cookie}".encode()))
-    scope = {
+        raw.append((b"cookie", f"sessionid={cookie}".encode()))
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -128,10 +133,17 @@ async def _serve_in_process(
         "path": path,
         "raw_path": path.encode(),
         "query_string": query.encode(),
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
+        "headers": raw,
+        "client": (client, 50000),
         "server": ("testserver", 80),
     }
+
+
+async def _serve_in_process(
+    handler: ASGIHandler, target: str, cookie: str | None = None, method: str = "GET"
+) -> list[dict[str, Any]]:
+    """Serve one request with ``handler``; the client leaves once a connect hook is parked
+    (``tests.hooks.park``) or the response has started. Returns what the handler sent."""
     sent: list[dict[str, Any]] = []
     parked = len(hooks.parked)
     requested = False
@@ -150,8 +162,41 @@ async def _serve_in_process(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(handler(scope, receive, send), 10)
+    await asyncio.wait_for(handler(_scope(target, cookie, method), receive, send), 10)
     return sent
+
+
+class _HeldStream:
+    """A request served in process whose client stays until ``close()``."""
+
+    def __init__(self, handler: ASGIHandler, scope: dict[str, Any]) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._leave = asyncio.Event()
+        self._requested = False
+        self._task = asyncio.ensure_future(handler(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self._leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def status(self) -> int:
+        """The response status, once the handler has sent it."""
+        for _ in range(1000):
+            if self.sent or self._task.done():
+                break
+            await asyncio.sleep(0.005)
+        return int(self.sent[0]["status"])
+
+    async def close(self) -> None:
+        """Leave and wait for the handler to finish."""
+        self._leave.set()
+        await asyncio.wait_for(self._task, 10)
 
 
 def _stream_app(**options: Any) -> Any:
@@ -229,3 +274,139 @@ async def test_a_session_whose_response_is_never_sent_leaves_its_channels(
             break
         await asyncio.sleep(0.02)
     assert beta.session_count == before
+
+
+async def _hold_streams(
+    handler: ASGIHandler, count: int, cookie: str | None = None, **options: Any
+) -> tuple[list[_HeldStream], list[int]]:
+    """Open ``count`` streams in process, one after the other; the streams and their statuses."""
+    streams = [_HeldStream(handler, _scope("/sse/?channel=alpha", cookie, **options))]
+    statuses = [await streams[0].status()]
+    for _ in range(count - 1):
+        streams.append(_HeldStream(handler, _scope("/sse/?channel=alpha", cookie, **options)))
+        statuses.append(await streams[-1].status())
+    return streams, statuses
+
+
+async def _close_all(streams: list[_HeldStream]) -> None:
+    for stream in streams:
+        await stream.close()
+
+
+async def test_stream_view_caps_anonymous_streams_per_address_by_default() -> None:
+    cap = DEFAULTS["MAX_CONNECTIONS_PER_ADDRESS"]
+    assert cap is not None
+    handler = StreamASGIHandler()
+    streams, statuses = await _hold_streams(handler, cap + 1, client="10.1.0.1")
+    try:
+        assert statuses == [200] * cap + [429]
+        refused = json.loads(streams[-1].sent[1]["body"])
+        assert refused["error"] == "too_many_connections"
+        # Another address, and a logged-in user at the same address, are not counted here.
+        other, other_statuses = await _hold_streams(handler, 1, client="10.1.0.2")
+        user, user_statuses = await _hold_streams(
+            handler, 1, await _login_cookie("same-address"), client="10.1.0.1"
+        )
+        assert other_statuses == user_statuses == [200]
+        await _close_all([*other, *user])
+        # A stream that ends gives its slot back.
+        await streams.pop(0).close()
+        again, again_statuses = await _hold_streams(handler, 1, client="10.1.0.1")
+        assert again_statuses == [200]
+        await _close_all(again)
+    finally:
+        await _close_all(streams)
+
+
+@pytest.mark.parametrize(
+    ("clients", "statuses"),
+    [
+        # One IPv6 client holds a whole /64: its addresses share one cap.
+        (["2001:db8::1", "2001:db8::2", "2001:db8::3"], [200, 200, 429]),
+        (["2001:db8::1", "2001:db8:0:1::1", "2001:db8:0:2::1"], [200, 200, 200]),
+        (["::ffff:10.2.0.1", "10.2.0.1", "10.2.0.1"], [200, 200, 429]),
+    ],
+)
+async def test_stream_view_address_cap_groups_ipv6_by_network(
+    clients: list[str], statuses: list[int]
+) -> None:
+    handler = StreamASGIHandler()
+    streams: list[_HeldStream] = []
+    with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=2):
+        try:
+            got = []
+            for client in clients:
+                streams.append(_HeldStream(handler, _scope("/sse/?channel=alpha", client=client)))
+                got.append(await streams[-1].status())
+            assert got == statuses
+        finally:
+            await _close_all(streams)
+
+
+@pytest.mark.parametrize(
+    ("header", "forwarded", "statuses"),
+    [
+        # Not configured: the header is ignored, every request comes from REMOTE_ADDR.
+        (None, ["10.3.0.1", "10.3.0.2", "10.3.0.3"], [200, 200, 429]),
+        # The proxy's header: its last entry (what the proxy saw) names the client.
+        ("X-Forwarded-For", ["10.3.0.1", "10.3.0.2", "10.3.0.3"], [200, 200, 200]),
+        (
+            "X-Forwarded-For",
+            ["1.1.1.1, 10.3.0.9", "2.2.2.2, 10.3.0.9", "10.3.0.9"],
+            [200, 200, 429],
+        ),
+        ("X-Real-IP", ["10.3.0.1", "10.3.0.2", "10.3.0.3"], [200, 200, 200]),
+    ],
+)
+async def test_stream_view_address_comes_from_the_configured_proxy_header(
+    header: str | None, forwarded: list[str], statuses: list[int]
+) -> None:
+    handler = StreamASGIHandler()
+    streams: list[_HeldStream] = []
+    with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=2, CLIENT_ADDRESS_HEADER=header):
+        try:
+            got = []
+            for value in forwarded:
+                scope = _scope(
+                    "/sse/?channel=alpha",
+                    client="10.3.0.100",
+                    headers={header or "X-Forwarded-For": value},
+                )
+                streams.append(_HeldStream(handler, scope))
+                got.append(await streams[-1].status())
+            assert got == statuses
+        finally:
+            await _close_all(streams)
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
+async def test_stream_view_address_cap_over_a_real_server(
+    server_factory: Callable[..., Server], kind: str
+) -> None:
+    server = server_factory(
+        kind, {"STREAM_APP_JSON": json.dumps({"MAX_CONNECTIONS_PER_ADDRESS": 3})}
+    )
+    url = f"{server.url}/sse/?channel=alpha"
+    async with httpx.AsyncClient(timeout=10) as http:
+        streams = [await http.send(http.build_request("GET", url), stream=True) for _ in range(3)]
+        try:
+            assert [s.status_code for s in streams] == [200, 200, 200]
+            refused = await http.get(url)
+            assert refused.status_code == 429
+            assert refused.json()["error"] == "too_many_connections"
+            await streams.pop().aclose()
+            for _ in range(100):
+                again = await http.send(http.build_request("GET", url), stream=True)
+                if again.status_code == 200:
+                    break
+                await again.aclose()
+                await asyncio.sleep(0.02)
+            streams.append(again)
+            assert again.status_code == 200
+        finally:
+            for stream in streams:
+                await stream.aclose()
+    # A churn of clients that leave at once gives every slot back.
+    await _churn(server.port, "/sse/?channel=alpha", 100)
+    assert await _settled_channels(server) == {}
+    assert await _open_streams(server, None, 4) == [200, 200, 200, 429]
