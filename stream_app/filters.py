@@ -6,9 +6,15 @@ A filter is JSON-compatible data evaluated by every worker against its own sessi
     {"user_id__in": [3, 7]}                 state["user_id"] in [3, 7]
     {"plan__ne": "free"}                    state["plan"] != "free"
     {"tags__contains": "beta"}              "beta" in state["tags"]
-    {"profile__plan": "pro"}                state["profile"]["plan"] == "pro"
+    {"profile.plan": "pro"}                 state["profile"]["plan"] == "pro"
+    {"profile.plan__ne": "free"}            state["profile"]["plan"] != "free"
     {"any": [{"is_staff": True}, {"user_id": 3}]}
     {"all": [...]}, {"not": {...}}
+
+A key is a field name, a dot before each nested key, and optionally ``__`` and an operator
+(``eq ne in nin contains icontains startswith gt gte lt lte exists``). ``__`` always starts an
+operator, so a misspelt one (``plan__nee``) is an error rather than a nested key that matches
+nobody; a state key holding ``__`` or ``.`` cannot be filtered on.
 
 Several keys in one dict must all match. A missing key never matches, except with ``__exists``
 (``{"email__exists": False}``) and ``__ne``/``__nin`` (a missing value differs from anything).
@@ -81,11 +87,20 @@ def _check_operand(path: str, op: str, operand: Any) -> None:
         raise FilterError(f"{path}: '__{op}' needs a string, number, boolean or null")
 
 
+_KNOWN = ", ".join(f"__{op}" for op in [*_OPERATORS, "exists"])
+
+
 def _field(key: str, operand: Any, path: str) -> Predicate:
-    parts = key.split("__")
-    op = "eq"
-    if len(parts) > 1 and (parts[-1] in _OPERATORS or parts[-1] == "exists"):
-        op = parts.pop()
+    name, has_op, op = key.partition("__")
+    if not has_op:
+        op = "eq"
+    elif op not in _OPERATORS and op != "exists":
+        # Never read as a nested key: "plan__nee" would silently match nobody.
+        raise FilterError(
+            f"{path}: unknown operator '__{op}'; known: {_KNOWN} "
+            f"(nested keys take a dot: 'profile.plan')"
+        )
+    parts = name.split(".")
     if not all(parts):
         raise FilterError(f"{path}: empty field name in {key!r}")
     _check_operand(path, op, operand)

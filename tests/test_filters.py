@@ -43,9 +43,12 @@ STATE = {
         ({"score__lt": 7.5}, False),
         ({"score__lte": 7.5}, True),
         ({"role__gt": 3}, False),
-        ({"profile__country": "NL"}, True),
-        ({"profile__plan__ne": "team"}, False),
-        ({"profile__missing__exists": False}, True),
+        ({"profile.country": "NL"}, True),
+        ({"profile.country": "BE"}, False),
+        ({"profile.plan__ne": "team"}, False),
+        ({"profile.missing__exists": False}, True),
+        ({"profile.country.deeper": "NL"}, False),
+        ({"role.deeper__exists": False}, True),
         ({"nothing__exists": True}, True),
         ({"nothing": None}, True),
         ({"role": "admin", "plan": "free"}, False),
@@ -82,7 +85,15 @@ def test_filter_none_is_no_filter() -> None:
         ({"all": {"role": "x"}}, "non-empty list"),
         ({"not": "x"}, "a filter is an object"),
         ({"__in": [1]}, "empty field name"),
-        ({"a____b": 1}, "empty field name"),
+        ({"profile..plan": 1}, "empty field name"),
+        ({".plan": 1}, "empty field name"),
+        ({"plan.": 1}, "empty field name"),
+        # "__" always introduces an operator: a typo is an error, never a nested key.
+        ({"plan__nee": "free"}, "unknown operator '__nee'"),
+        ({"profile__country": "NL"}, "unknown operator '__country'"),
+        ({"a____b": 1}, "unknown operator '____b'"),
+        ({"plan__": 1}, "unknown operator '__'"),
+        ({"plan__ne__in": [1]}, "unknown operator '__ne__in'"),
     ],
 )
 def test_filter_malformed_raises_with_location(spec: Any, message: str) -> None:
@@ -96,3 +107,13 @@ def test_filter_too_deep_is_refused() -> None:
         spec = {"not": spec}
     with pytest.raises(FilterError, match="nested more than"):
         compile_filter(spec)
+
+
+def test_filter_unknown_operator_names_the_known_ones() -> None:
+    with pytest.raises(FilterError) as caught:
+        compile_filter({"any": [{"role": "admin"}, {"plan__nee": "free"}]})
+    message = str(caught.value)
+    assert message.startswith("filter.any[1].plan__nee: unknown operator '__nee'")
+    for op in ("eq", "ne", "in", "nin", "contains", "icontains", "startswith", "exists"):
+        assert f"__{op}" in message
+    assert "profile.plan" in message

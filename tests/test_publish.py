@@ -81,6 +81,7 @@ def test_publish_non_staff_session_is_forbidden() -> None:
         ({"channel": "news", "data": 1, "event": 5}, 400, "invalid_event"),
         ({"channel": "news", "data": 1, "filter": {"x__in": 1}}, 400, "invalid_filter"),
         ({"channel": "news", "data": 1, "filter": "x"}, 400, "invalid_filter"),
+        ({"channel": "news", "data": 1, "filter": {"plan__nee": "free"}}, 400, "invalid_filter"),
     ],
 )
 def test_publish_bad_input_is_a_clear_error(body: Any, status: int, code: str) -> None:
