@@ -11,7 +11,6 @@ the backend, may use a callable filter, and have no history.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -24,7 +23,7 @@ from . import protocol
 from .backends import get_backend
 from .backends.base import BackendUnavailable, Message, id_key
 from .conf import app_settings
-from .filters import FilterError, Predicate, compile_filter
+from .filters import FilterError, Predicate, cached_filter, compile_filter
 from .lifecycle import spawn
 from .sessions import _compact_json, stats
 from .signals import broadcast_sent
@@ -226,24 +225,18 @@ class Channel:
         return async_to_sync(self.acount)(filter)
 
 
-_filter_cache: dict[str, Predicate | None] = {}
-
-
 def _compiled(spec: Any) -> Predicate | None:
-    if spec is None:
-        return None
-    key = json.dumps(spec, sort_keys=True)
-    predicate = _filter_cache.get(key)
-    if predicate is None:
-        try:
-            predicate = compile_filter(spec)
-        except FilterError:
-            logger.warning("dropped an event with a malformed filter from another process")
-            return lambda state: False
-        if len(_filter_cache) > 1000:
-            _filter_cache.clear()
-        _filter_cache[key] = predicate
-    return predicate
+    try:
+        return cached_filter(spec)
+    except FilterError as exc:
+        # Publishers here refuse such a filter; one from another process (older code, a script
+        # writing to the backend) is refused here, before it is evaluated or cached.
+        logger.warning("dropped an event whose filter was refused: %s", exc)
+        return _match_nothing
+
+
+def _match_nothing(state: Any) -> bool:
+    return False
 
 
 def _serialize(data: Any) -> str:

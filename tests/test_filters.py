@@ -6,7 +6,19 @@ from typing import Any
 
 import pytest
 
-from stream_app.filters import FilterError, compile_filter
+from stream_app.filters import (
+    CACHE_BYTES,
+    CACHE_SIZE,
+    MAX_BYTES,
+    MAX_LIST_ITEMS,
+    MAX_NODES,
+    MAX_STRING,
+    FilterError,
+    cached_filter,
+    clear_filter_cache,
+    compile_filter,
+    filter_cache_info,
+)
 
 STATE = {
     "user_id": 3,
@@ -117,3 +129,56 @@ def test_filter_unknown_operator_names_the_known_ones() -> None:
     for op in ("eq", "ne", "in", "nin", "contains", "icontains", "startswith", "exists"):
         assert f"__{op}" in message
     assert "profile.plan" in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"any": [{"user_id": i} for i in range(MAX_NODES)]}, f"more than {MAX_NODES} conditions"),
+        ({"user_id__in": list(range(MAX_LIST_ITEMS + 1))}, f"more than {MAX_LIST_ITEMS} items"),
+        (
+            {"a__in": list(range(MAX_LIST_ITEMS // 2 + 1)), "b__nin": [0] * (MAX_LIST_ITEMS // 2)},
+            f"more than {MAX_LIST_ITEMS} items",
+        ),
+        ({"role": "x" * (MAX_STRING + 1)}, f"longer than {MAX_STRING} characters"),
+        ({"tags__in": ["x" * (MAX_STRING + 1)]}, f"longer than {MAX_STRING} characters"),
+        ({"r" * (MAX_STRING + 1): 1}, f"longer than {MAX_STRING} characters"),
+        ({"tags__in": ["x" * 900] * (MAX_BYTES // 900 + 1)}, f"over {MAX_BYTES} bytes"),
+        # About 1 MB of filter: refused before anything is evaluated or cached.
+        ({"any": [{"plan": "x" * 100} for _ in range(10_000)]}, "conditions"),
+    ],
+)
+def test_filter_over_a_limit_is_refused(spec: Any, message: str) -> None:
+    with pytest.raises(FilterError, match=message):
+        compile_filter(spec)
+    with pytest.raises(FilterError, match=message):
+        cached_filter(spec)
+
+
+def test_filter_at_the_limits_is_accepted() -> None:
+    wide = compile_filter({"any": [{"user_id": i} for i in range(MAX_NODES - 1)]})
+    long_list = compile_filter({"user_id__in": list(range(MAX_LIST_ITEMS))})
+    assert wide is not None
+    assert long_list is not None
+    assert wide({"user_id": MAX_NODES - 2})
+    assert long_list({"user_id": MAX_LIST_ITEMS - 1})
+
+
+def test_filter_cache_is_bounded_by_size_and_count() -> None:
+    clear_filter_cache()
+    # Big distinct filters: the cache keeps what fits its byte budget, newest first.
+    for i in range(60):
+        predicate = cached_filter({"user_id__in": list(range(i, i + MAX_LIST_ITEMS))})
+        assert predicate is not None
+        assert predicate({"user_id": i})
+        info = filter_cache_info()
+        assert info.cost <= CACHE_BYTES
+    assert 0 < info.entries < 60
+    # Many small ones: bounded by count.
+    for i in range(CACHE_SIZE + 50):
+        cached_filter({"user_id": i})
+        assert filter_cache_info().entries <= CACHE_SIZE
+    # A hit returns the same predicate.
+    assert cached_filter({"user_id": CACHE_SIZE + 49}) is cached_filter(
+        {"user_id": CACHE_SIZE + 49}
+    )

@@ -100,3 +100,12 @@ def test_publish_oversized_payload_is_413() -> None:
 
 def test_publish_needs_post() -> None:
     assert Client().get(URL, **TOKEN).status_code == 405
+
+
+def test_publish_filter_over_the_limits_is_refused() -> None:
+    # About 900 KB of filter: within the body limit, far over the filter limits.
+    huge = {"any": [{"plan": "x" * 100} for _ in range(8000)]}
+    response = post(Client(), {"channel": "news", "data": 1, "filter": huge}, **TOKEN)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_filter"
+    assert "more than 256 conditions" in response.json()["message"]
