@@ -70,11 +70,32 @@ def validate_channel_name(name: object) -> str:
 
 
 class Channel:
-    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``."""
+    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``.
+
+    A named channel is one object per process: ``Channel(name)`` is ``get_channel(name)``, so
+    that live delivery (which fans out to that object's sessions) reaches every session
+    registered under the name, and one channel's last session leaving does not unsubscribe the
+    process from a name others still use.
+    """
 
     __slots__ = ("_sessions", "local", "name")
 
+    def __new__(cls, name: str, *, local: bool = False) -> Channel:
+        if local:
+            return super().__new__(cls)
+        channel = _registry.get(name)
+        if channel is None:
+            channel = super().__new__(cls)
+            channel._setup(validate_channel_name(name), local=False)
+            _registry[name] = channel
+        return channel
+
     def __init__(self, name: str, *, local: bool = False) -> None:
+        # A named channel was set up once, in __new__; __init__ runs again on every call.
+        if local:
+            self._setup(name, local=True)
+
+    def _setup(self, name: str, *, local: bool) -> None:
         self.name = name
         self.local = local
         self._sessions: set[Session] = set()
@@ -261,10 +282,7 @@ def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
 
 def get_channel(name: str) -> Channel:
     """The process's channel called ``name`` (validated), shared with every worker."""
-    channel = _registry.get(name)
-    if channel is None:
-        channel = _registry[validate_channel_name(name)] = Channel(name)
-    return channel
+    return _registry.get(name) or Channel(name)
 
 
 def create_channel() -> Channel:
@@ -331,8 +349,8 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
         seen: set[str] = set()
         for message in history.messages:
             seen.add(message.id)
-            channel = _registry.get(message.channel)
-            predicate = _compiled(message.filter) if channel is not None else None
+            # The same filter as live delivery (fan_out), whichever channel object asked.
+            predicate = _compiled(message.filter)
             if predicate is not None and not predicate(session.state):
                 continue
             session._enqueue(protocol.encode_data(message.data, message.event, message.id))

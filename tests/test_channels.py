@@ -14,6 +14,7 @@ from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
 from stream_app.backends.base import Message
 from stream_app.channels import (
+    Channel,
     ChannelNameError,
     MessageTooLarge,
     create_channel,
@@ -276,3 +277,24 @@ async def test_channel_drops_an_event_from_elsewhere_whose_filter_is_over_the_li
     late = make_session({"plan": "pro"}, **{"Last-Event-ID": f"{backend.boot}-0"})
     await subscribe(late, [channel])
     assert [e.data for e in received(late)] == ["fine"]
+
+
+async def test_channel_built_directly_is_the_named_channel_and_filters_replay() -> None:
+    name = "direct-channel"
+    backend = get_backend()
+    mark = f"{backend.boot}-0"
+    # Published before anything in this process used the name (by another process, say).
+    await backend.publish(Message(name, "staff only", None, {"is_staff": True}))
+    await backend.publish(Message(name, "everyone"))
+    direct = Channel(name)
+    session = make_session({"is_staff": False}, **{"Last-Event-ID": mark})
+    await subscribe(session, [direct])
+    assert [e.data for e in received(session)] == ["everyone"]
+    # Live delivery reaches it, with the same filters.
+    assert Channel(name) is direct
+    assert get_channel(name) is direct
+    get_channel(name).broadcast("staff live", filter={"is_staff": True})
+    get_channel(name).broadcast("everyone live")
+    assert [e.data for e in received(session)] == ["everyone", "everyone live"]
+    # A local channel is still a new one each time.
+    assert create_channel() is not create_channel()
