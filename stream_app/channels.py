@@ -63,8 +63,12 @@ class MessageTooLarge(ValueError):
 def validate_channel_name(name: object) -> str:
     """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
     if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
+        # The name comes from a client: echo a bounded part of it.
+        shown = repr(name)
+        if len(shown) > 110:
+            shown = f"{shown[:100]}..."
         raise ChannelNameError(
-            f"invalid channel name {name!r}: use 1 to 100 letters, digits or _ - . : @"
+            f"invalid channel name {shown}: use 1 to 100 letters, digits or _ - . : @"
         )
     return name
 

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # Who may subscribe: channels anyone may read, channels every stream joins, and the hook.
     "PUBLIC_CHANNELS": [],
     "DEFAULT_CHANNELS": [],
+    # Most ?channel= names one stream may ask for (DEFAULT_CHANNELS are not counted): each is
+    # checked, subscribed and replayed before the stream starts.
+    "MAX_CHANNELS_PER_STREAM": 20,
     "CAN_SUBSCRIBE": "stream_app.permissions.can_subscribe",
     # Optional hook (dotted path) ``(request, state) -> None`` that adds to a session's state.
     "SESSION_STATE": None,

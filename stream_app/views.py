@@ -5,6 +5,8 @@ kwarg ``channel``) plus ``DEFAULT_CHANNELS``. Errors before the stream starts ar
 HTTP status, never a silent empty stream:
 
 - 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
+- 400 ``too_many_channels``: more than ``MAX_CHANNELS_PER_STREAM`` ``?channel=`` names;
+- 400 ``invalid_request``: more query fields than Django's ``DATA_UPLOAD_MAX_NUMBER_FIELDS``;
 - 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
 - 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
 - 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here,
@@ -19,6 +21,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
@@ -88,7 +91,14 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         require_asgi(request)
     except StreamingRequiresASGI:
         return error(500, "asgi_required", ASGI_REQUIRED)
-    names = request.GET.getlist("channel") or ([channel] if channel else [])
+    try:
+        names = request.GET.getlist("channel") or ([channel] if channel else [])
+    except TooManyFieldsSent as exc:
+        return error(400, "invalid_request", str(exc))
+    most = app_settings.MAX_CHANNELS_PER_STREAM
+    if len(names) > most:
+        # Before anything else: each name costs a permission check, a subscription and a replay.
+        return error(400, "too_many_channels", f"at most {most} channels per stream")
     names = list(dict.fromkeys([*names, *app_settings.DEFAULT_CHANNELS]))
     if not names:
         return error(404, "unknown_channel", "no channel asked for: add ?channel=<name>")

@@ -410,3 +410,78 @@ async def test_stream_view_address_cap_over_a_real_server(
     await _churn(server.port, "/sse/?channel=alpha", 100)
     assert await _settled_channels(server) == {}
     assert await _open_streams(server, None, 4) == [200, 200, 200, 429]
+
+
+async def _answer(target: str) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a request to the stream endpoint that is refused."""
+    sent = await _serve_in_process(StreamASGIHandler(), target)
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return int(sent[0]["status"]), json.loads(body)
+
+
+async def test_stream_view_refuses_too_many_channels() -> None:
+    cap = DEFAULTS["MAX_CHANNELS_PER_STREAM"]
+    many = "&".join(f"channel=alpha-{i}" for i in range(cap + 1))
+    status, body = await _answer(f"/sse/?{many}")
+    assert (status, body["error"]) == (400, "too_many_channels")
+    assert str(cap) in body["message"]
+    # Repeats count too: each one is work before the names are compared.
+    status, body = await _answer("/sse/?" + "&".join(["channel=alpha"] * (cap + 1)))
+    assert (status, body["error"]) == (400, "too_many_channels")
+    with _stream_app(MAX_CHANNELS_PER_STREAM=2):
+        status, body = await _answer("/sse/?channel=alpha&channel=beta&channel=news")
+        assert (status, body["error"]) == (400, "too_many_channels")
+
+
+async def test_stream_view_refuses_more_query_fields_than_django_allows() -> None:
+    many = "&".join(f"x{i}=1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    status, body = await _answer(f"/sse/?channel=alpha&{many}")
+    assert (status, body["error"]) == (400, "invalid_request")
+
+
+async def test_stream_view_does_not_echo_a_huge_channel_name() -> None:
+    status, body = await _answer("/sse/?channel=" + "a" * 100_000 + "%20")
+    assert (status, body["error"]) == (400, "invalid_channel")
+    assert len(json.dumps(body)) < 500
+
+
+async def _raw_status(port: int, target: str) -> tuple[int | None, bytes]:
+    """Status and body of one raw request; (None, b"") when the server drops it unanswered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    try:
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionError:
+        answer = b""
+    finally:
+        writer.close()
+    if not answer:
+        return None, b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
+async def test_stream_view_hostile_query_strings_are_refused_and_the_worker_serves_on(
+    server_factory: Callable[..., Server], kind: str
+) -> None:
+    server = server_factory(kind)
+    fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    hostile = {
+        "channel=" + "a" * 100_000: "invalid_channel",
+        "&".join(["channel=alpha"] * 5000): "invalid_request",
+        "&".join(f"channel=a{i}" for i in range(fields // 2)): "too_many_channels",
+        "channel=alpha&" + "&".join(f"x{i}=1" for i in range(fields + 1)): "invalid_request",
+        "channel=alpha&x=" + "y" * 1_000_000: None,
+    }
+    for query, code in hostile.items():
+        status, body = await _raw_status(server.port, f"/sse/?{query}")
+        # The server's own limit on a request line (no answer, or its 4xx), else our JSON.
+        if status is None or b"error" not in body:
+            assert status is None or 400 <= status < 500, (kind, len(query), status)
+            continue
+        assert status == 400, (kind, len(query), body[:200])
+        assert json.loads(body)["error"] == code
+        assert len(body) < 1000
+    assert await _open_streams(server, None, 1) == [200]
