@@ -673,7 +673,8 @@ class Session:
                 callback(self)
             except Exception:
                 logger.exception("a session on_close callback failed")
-        if session_disconnected.receivers:
+        # Paired with session_connected: a session that never started was never connected.
+        if self._started and session_disconnected.receivers:
             session_disconnected.send(sender=Session, session=self, reason=self.close_reason)
         self.request = None
 

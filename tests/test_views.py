@@ -19,12 +19,13 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.handlers.asgi import ASGIHandler
-from django.test import Client, override_settings
+from django.test import AsyncRequestFactory, Client, override_settings
 
 from stream_app import sessions
 from stream_app.asgi import StreamASGIHandler
 from stream_app.channels import channel_snapshot, get_channel
 from stream_app.conf import DEFAULTS
+from stream_app.signals import session_disconnected
 from tests import hooks
 from tests.conftest import Server, fetch_json
 
@@ -485,3 +486,27 @@ async def test_stream_view_hostile_query_strings_are_refused_and_the_worker_serv
         assert json.loads(body)["error"] == code
         assert len(body) < 1000
     assert await _open_streams(server, None, 1) == [200]
+
+
+async def test_an_abandoned_session_runs_its_close_hooks_but_was_never_connected() -> None:
+    request = AsyncRequestFactory().get("/sse/")
+    session = sessions.Session(request, state={})
+    closed: list[str | None] = []
+    signalled: list[str] = []
+
+    def on_disconnected(sender: object, session: sessions.Session, reason: str, **kw: Any) -> None:
+        signalled.append(reason)
+
+    session.on_close(lambda s: closed.append(s.close_reason))
+    get_channel("beta").register(session)
+    session_disconnected.connect(on_disconnected)
+    try:
+        session.abandon()
+        session.abandon()
+    finally:
+        session_disconnected.disconnect(on_disconnected)
+    assert closed == ["not_started"]
+    assert session.is_closed
+    assert session not in get_channel("beta").active_sessions
+    # session_connected was never sent for it: neither is session_disconnected.
+    assert signalled == []
