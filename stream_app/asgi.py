@@ -190,12 +190,13 @@ def _hands_off(response: HttpResponseBase, method: str | None, *, prefetched: bo
 class _Slot:
     """Per-request hand-off state, shared with Django's request task through a context var."""
 
-    __slots__ = ("method", "request", "session")
+    __slots__ = ("disconnected", "method", "request", "session")
 
     def __init__(self, method: str) -> None:
         self.method = method
         self.request: HttpRequest | None = None
         self.session: Any = None
+        self.disconnected = False
 
 
 _handoff: contextvars.ContextVar[_Slot] = contextvars.ContextVar("stream_app_handoff")
@@ -251,13 +252,23 @@ class StreamASGIHandler(ASGIHandler):
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         install_signal_handlers()
         slot = _Slot(scope.get("method", "GET"))
+
+        async def watched_receive() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                slot.disconnected = True
+            return message
+
         token = _handoff.set(slot)
         handed_off = None
         with track_sessions() as created:
             try:
                 async with RequestThreadContext():
-                    await self.handle(scope, receive, send)
-                handed_off = slot.session
+                    await self.handle(scope, watched_receive, send)
+                # A disconnect taken by Django's listener as the view returned is the only one
+                # the server sends: a stream started now would wait for it forever.
+                if not slot.disconnected:
+                    handed_off = slot.session
             finally:
                 _handoff.reset(token)
                 # Every other session this request created will never stream (the client left

@@ -453,7 +453,12 @@ class Session:
         self._start_callback = callback
 
     def on_close(self, callback: Callable[[Session], object]) -> None:
-        """Call ``callback(session)`` when the stream ends, however it ends."""
+        """Call ``callback(session)`` when the stream ends, however it ends (now if it has)."""
+        if self._closed:
+            # Ended already (abandoned while its view still ran): what the hook releases must
+            # still be released.
+            callback(self)
+            return
         if self._on_close is None:
             self._on_close = []
         self._on_close.append(callback)

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
 from django.test import AsyncRequestFactory, Client, override_settings
 
 from stream_app import sessions
@@ -26,7 +27,9 @@ from stream_app.asgi import StreamASGIHandler
 from stream_app.channels import channel_snapshot, get_channel
 from stream_app.conf import DEFAULTS
 from stream_app.signals import session_disconnected
+from stream_app.views import stream_view
 from tests import hooks
+from tests import views as test_views
 from tests.conftest import Server, fetch_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -507,6 +510,61 @@ async def test_an_abandoned_session_runs_its_close_hooks_but_was_never_connected
         session_disconnected.disconnect(on_disconnected)
     assert closed == ["not_started"]
     assert session.is_closed
+    # A hook added once it has ended runs at once (a view that learns it late still cleans up).
+    session.on_close(lambda s: closed.append("late"))
+    assert closed == ["not_started", "late"]
     assert session not in get_channel("beta").active_sessions
     # session_connected was never sent for it: neither is session_disconnected.
     assert signalled == []
+
+
+async def test_stream_view_that_runs_on_after_its_client_left_gives_its_slot_back() -> None:
+    async def anonymous() -> AnonymousUser:
+        return AnonymousUser()
+
+    with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=1, CONNECT_HOOKS=[]):
+        for _ in range(3):
+            request = AsyncRequestFactory().get("/sse/?channel=alpha", REMOTE_ADDR="10.9.0.1")
+            request.auser = anonymous  # type: ignore[attr-defined]
+            with sessions.track_sessions() as created:
+                # The handler gave up on the request (the client left) before the view ran,
+                # as when the view still runs in the request's thread.
+                created.end()
+                response = await stream_view(request)
+            assert response.status_code == 200
+            assert isinstance(response, sessions.SessionResponse)
+            assert response.session.is_closed
+
+
+@pytest.mark.parametrize("target", ["/sse/?channel=alpha", "/t/idle/"])
+async def test_a_client_that_leaves_as_the_view_returns_leaves_no_session(target: str) -> None:
+    # The client leaves just as the response is ready: the handler's disconnect listener takes
+    # the only http.disconnect the server sends, so the stream must not be started after it.
+    loop = asyncio.get_running_loop()
+    leave = asyncio.Event()
+    requested = False
+
+    def on_finished(**kwargs: Any) -> None:
+        loop.call_soon_threadsafe(leave.set)
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if leave.is_set():
+            await asyncio.Event().wait()  # A server sends http.disconnect once.
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            leave.set()
+
+    before = channel_snapshot(), test_views._hold.session_count
+    request_finished.connect(on_finished)
+    try:
+        await asyncio.wait_for(StreamASGIHandler()(_scope(target), receive, send), 5)
+    finally:
+        request_finished.disconnect(on_finished)
+    assert (channel_snapshot(), test_views._hold.session_count) == before
