@@ -614,8 +614,9 @@ class Session:
         """End a session whose response will never stream, now; no-op once it has started.
 
         It leaves its channels and runs its close hooks (which give back its connection slot).
-        For a view that fails, or learns that its client left, after creating a session; the
-        handlers of ``stream_app.asgi`` and ``SessionResponse.close()`` call it for you.
+        For a view that fails, or learns that its client left, after creating a session.
+        ``stream_app.asgi``'s handler does it for every session a request created but did not
+        stream; under other handlers ``START_TIMEOUT`` is the backstop.
         """
         if not self._started:
             self._abort(reason)
