@@ -15,7 +15,6 @@ the handler registered with ``on_control``, never to a session.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -28,7 +27,7 @@ from . import protocol
 from .backends import get_backend
 from .backends.base import BackendUnavailable, Message, id_key
 from .conf import app_settings
-from .filters import FilterError, Predicate, compile_filter
+from .filters import FilterError, Predicate, cached_filter, compile_filter
 from .lifecycle import spawn
 from .sessions import _compact_json, stats
 from .signals import broadcast_sent
@@ -74,18 +73,43 @@ class MessageTooLarge(ValueError):
 def validate_channel_name(name: object) -> str:
     """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
     if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
+        # The name comes from a client: echo a bounded part of it.
+        shown = repr(name)
+        if len(shown) > 110:
+            shown = f"{shown[:100]}..."
         raise ChannelNameError(
-            f"invalid channel name {name!r}: use 1 to 100 letters, digits or _ - . : @"
+            f"invalid channel name {shown}: use 1 to 100 letters, digits or _ - . : @"
         )
     return name
 
 
 class Channel:
-    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``."""
+    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``.
+
+    A named channel is one object per process: ``Channel(name)`` is ``get_channel(name)``, so
+    that live delivery (which fans out to that object's sessions) reaches every session
+    registered under the name, and one channel's last session leaving does not unsubscribe the
+    process from a name others still use.
+    """
 
     __slots__ = ("_sessions", "local", "name")
 
+    def __new__(cls, name: str, *, local: bool = False) -> Channel:
+        if local:
+            return super().__new__(cls)
+        channel = _registry.get(name)
+        if channel is None:
+            channel = super().__new__(cls)
+            channel._setup(validate_channel_name(name), local=False)
+            _registry[name] = channel
+        return channel
+
     def __init__(self, name: str, *, local: bool = False) -> None:
+        # A named channel was set up once, in __new__; __init__ runs again on every call.
+        if local:
+            self._setup(name, local=True)
+
+    def _setup(self, name: str, *, local: bool) -> None:
         self.name = name
         self.local = local
         self._sessions: set[Session] = set()
@@ -241,24 +265,18 @@ class Channel:
         return async_to_sync(self.acount)(filter)
 
 
-_filter_cache: dict[str, Predicate | None] = {}
-
-
 def _compiled(spec: Any) -> Predicate | None:
-    if spec is None:
-        return None
-    key = json.dumps(spec, sort_keys=True)
-    predicate = _filter_cache.get(key)
-    if predicate is None:
-        try:
-            predicate = compile_filter(spec)
-        except FilterError:
-            logger.warning("dropped an event with a malformed filter from another process")
-            return lambda state: False
-        if len(_filter_cache) > 1000:
-            _filter_cache.clear()
-        _filter_cache[key] = predicate
-    return predicate
+    try:
+        return cached_filter(spec)
+    except FilterError as exc:
+        # Publishers here refuse such a filter; one from another process (older code, a script
+        # writing to the backend) is refused here, before it is evaluated or cached.
+        logger.warning("dropped an event whose filter was refused: %s", exc)
+        return _match_nothing
+
+
+def _match_nothing(state: Any) -> bool:
+    return False
 
 
 def _serialize(data: Any) -> str:
@@ -283,10 +301,7 @@ def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
 
 def get_channel(name: str) -> Channel:
     """The process's channel called ``name`` (validated), shared with every worker."""
-    channel = _registry.get(name)
-    if channel is None:
-        channel = _registry[validate_channel_name(name)] = Channel(name)
-    return channel
+    return _registry.get(name) or Channel(name)
 
 
 def create_channel() -> Channel:
@@ -375,8 +390,8 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
         seen: set[str] = set()
         for message in history.messages:
             seen.add(message.id)
-            channel = _registry.get(message.channel)
-            predicate = _compiled(message.filter) if channel is not None else None
+            # The same filter as live delivery (fan_out), whichever channel object asked.
+            predicate = _compiled(message.filter)
             if predicate is not None and not predicate(session.state):
                 continue
             session._enqueue(protocol.encode_data(message.data, message.event, message.id))

@@ -6,7 +6,8 @@
 - ``stream_app.E003``: unknown keys in ``STREAM_APP`` (a typo silently keeps the default).
 - ``stream_app.E004``: ``STREAM_APP`` is not a dict.
 - ``stream_app.E005``: ``STREAM_APP["BACKEND"]`` cannot be imported.
-- ``stream_app.E006``: a numeric setting is out of range.
+- ``stream_app.E006``: a numeric setting is out of range (or ``CLIENT_ADDRESS_HEADER`` is not a
+  header name).
 - ``stream_app.W007``: the memory backend while the environment asks for several workers
   (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
   broadcasts.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -40,6 +42,8 @@ __all__ = [
 #: uvicorn read WEB_CONCURRENCY, uvicorn UVICORN_WORKERS).
 WORKER_VARIABLES = ("WEB_CONCURRENCY", "UVICORN_WORKERS")
 MEMORY_BACKEND = "stream_app.backends.memory.MemoryBackend"
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 
 
 def check_server(**kwargs: Any) -> list[CheckMessage]:
@@ -105,6 +109,25 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         or not all(isinstance(n, int) and n > 0 for n in threshold)
     ):
         errors.append(_range_error("GC_THRESHOLD", "None or 1 to 3 positive integers", threshold))
+    if not isinstance(merged["MAX_CHANNELS_PER_STREAM"], int) or (
+        merged["MAX_CHANNELS_PER_STREAM"] < 1
+    ):
+        errors.append(
+            _range_error(
+                "MAX_CHANNELS_PER_STREAM", "a positive integer", merged["MAX_CHANNELS_PER_STREAM"]
+            )
+        )
+    for key in ("MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_ADDRESS"):
+        if merged[key] is not None and (not isinstance(merged[key], int) or merged[key] < 1):
+            errors.append(_range_error(key, "None or a positive integer", merged[key]))
+    header = merged["CLIENT_ADDRESS_HEADER"]
+    if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
+        # A META key (HTTP_X_FORWARDED_FOR) would never match and silently fall back.
+        errors.append(
+            _range_error(
+                "CLIENT_ADDRESS_HEADER", 'None or a header name such as "X-Forwarded-For"', header
+            )
+        )
     for key in ("KEEP_ALIVE", "RETRY"):
         if merged[key] is not None and (
             not isinstance(merged[key], int | float) or merged[key] < 0

@@ -5,18 +5,23 @@ kwarg ``channel``) plus ``DEFAULT_CHANNELS``. Errors before the stream starts ar
 HTTP status, never a silent empty stream:
 
 - 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
+- 400 ``too_many_channels``: more than ``MAX_CHANNELS_PER_STREAM`` ``?channel=`` names;
+- 400 ``invalid_request``: more query fields than Django's ``DATA_UPLOAD_MAX_NUMBER_FIELDS``;
 - 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
 - 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
-- 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here;
+- 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here,
+  or an anonymous client's address ``MAX_CONNECTIONS_PER_ADDRESS``;
 - 500 ``asgi_required``: the project is served over WSGI, where nothing would stream.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
@@ -44,17 +49,43 @@ from .permissions import (
 )
 from .sessions import create_session
 
-__all__ = ["publish_view", "stream_view"]
+__all__ = ["client_address", "publish_view", "stream_view"]
 
 
-# Open streams per user in this process, for MAX_CONNECTIONS_PER_USER.
-_open_per_user: Counter[Any] = Counter()
+# Open streams in this process per ("user", id) for MAX_CONNECTIONS_PER_USER and per
+# ("address", address) for anonymous streams and MAX_CONNECTIONS_PER_ADDRESS.
+_open_streams: Counter[tuple[str, Any]] = Counter()
 
 
-def _release_user(user_id: Any) -> None:
-    _open_per_user[user_id] -= 1
-    if _open_per_user[user_id] <= 0:
-        del _open_per_user[user_id]
+def _release(key: tuple[str, Any]) -> None:
+    _open_streams[key] -= 1
+    if _open_streams[key] <= 0:
+        del _open_streams[key]
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address for per-address limits: an IPv6 address as its /64 network.
+
+    From ``CLIENT_ADDRESS_HEADER`` (its last entry, the address the proxy saw) when set and
+    present, else the connection's ``REMOTE_ADDR``.
+    """
+    address = ""
+    header = app_settings.CLIENT_ADDRESS_HEADER
+    if header:
+        address = request.headers.get(header, "").rsplit(",", 1)[-1].strip()
+    if not address:
+        address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        # Not an address (a proxy that sends a name or garbage): count it as it is, bounded.
+        return address[:100]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        # One client usually holds a whole /64 and can pick any address in it.
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -69,7 +100,14 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         require_asgi(request)
     except StreamingRequiresASGI:
         return error(500, "asgi_required", ASGI_REQUIRED)
-    names = request.GET.getlist("channel") or ([channel] if channel else [])
+    try:
+        names = request.GET.getlist("channel") or ([channel] if channel else [])
+    except TooManyFieldsSent as exc:
+        return error(400, "invalid_request", str(exc))
+    most = app_settings.MAX_CHANNELS_PER_STREAM
+    if len(names) > most:
+        # Before anything else: each name costs a permission check, a subscription and a replay.
+        return error(400, "too_many_channels", f"at most {most} channels per stream")
     names = list(dict.fromkeys([*names, *app_settings.DEFAULT_CHANNELS]))
     if not names:
         return error(404, "unknown_channel", "no channel asked for: add ?channel=<name>")
@@ -86,20 +124,29 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
             return error(403, "forbidden", f"not allowed to subscribe to {name!r}", channel=name)
     state = await session_state(request, user)
     user_id = state["user_id"]
-    cap = app_settings.MAX_CONNECTIONS_PER_USER
-    if cap is not None and user_id is not None and _open_per_user[user_id] >= cap:
-        return error(429, "too_many_connections", f"at most {cap} open streams per user")
+    if user_id is not None:
+        key, cap, per = ("user", user_id), app_settings.MAX_CONNECTIONS_PER_USER, "user"
+    else:
+        key = ("address", client_address(request))
+        cap, per = app_settings.MAX_CONNECTIONS_PER_ADDRESS, "client address"
+    if cap is not None and _open_streams[key] >= cap:
+        return error(429, "too_many_connections", f"at most {cap} open streams per {per}")
     session = await create_session(request, state=state)
-    if cap is not None and user_id is not None:
-        _open_per_user[user_id] += 1
-        session.on_close(lambda s: _release_user(user_id))
+    if cap is not None:
+        _open_streams[key] += 1
+        session.on_close(lambda s: _release(key))
     if request.method != "HEAD":
-        await subscribe(session, [get_channel(name) for name in names])
-        # Logging out of this Django session ends the stream, on any worker.
-        await end_on_logout(request, user, session)
-        # Connect hooks push what the session should get first (missed notifications).
-        for hook in app_settings.CONNECT_HOOKS:
-            await import_string(hook)(session, names)
+        try:
+            await subscribe(session, [get_channel(name) for name in names])
+            # Logging out of this Django session ends the stream, on any worker.
+            await end_on_logout(request, user, session)
+            # Connect hooks push what the session should get first (missed notifications).
+            for hook in app_settings.CONNECT_HOOKS:
+                await import_string(hook)(session, names)
+        except BaseException:
+            # The client left (CancelledError) or a hook failed: this session never streams.
+            session.abandon()
+            raise
         # Tell the client it is subscribed (EventSource ignores it unless it listens for it).
         session.push({"channels": names}, "ready")
     return session.response

@@ -57,6 +57,13 @@ def test_check_w002_gzip_middleware(settings: Any) -> None:
         ({"GC_THRESHOLD": [10_000]}, []),
         ({"GC_THRESHOLD": (0, 10, 10)}, ["stream_app.E006"]),
         ({"GC_THRESHOLD": 700}, ["stream_app.E006"]),
+        ({"MAX_CHANNELS_PER_STREAM": 0}, ["stream_app.E006"]),
+        ({"MAX_CONNECTIONS_PER_ADDRESS": None, "MAX_CONNECTIONS_PER_USER": 3}, []),
+        ({"MAX_CONNECTIONS_PER_ADDRESS": 0}, ["stream_app.E006"]),
+        ({"MAX_CONNECTIONS_PER_USER": "3"}, ["stream_app.E006"]),
+        ({"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}, []),
+        ({"CLIENT_ADDRESS_HEADER": "HTTP_X_FORWARDED_FOR"}, ["stream_app.E006"]),
+        ({"CLIENT_ADDRESS_HEADER": ""}, ["stream_app.E006"]),
     ],
 )
 def test_check_settings(value: Any, expected: list[str]) -> None:

@@ -155,6 +155,7 @@ def test_publish_permissions_exist_with_their_names() -> None:
         ({"channel": "news", "data": 1, "event": 5}, 400, "invalid_event"),
         ({"channel": "news", "data": 1, "filter": {"x__in": 1}}, 400, "invalid_filter"),
         ({"channel": "news", "data": 1, "filter": "x"}, 400, "invalid_filter"),
+        ({"channel": "news", "data": 1, "filter": {"plan__nee": "free"}}, 400, "invalid_filter"),
     ],
 )
 def test_publish_bad_input_is_a_clear_error(body: Any, status: int, code: str) -> None:
@@ -173,3 +174,12 @@ def test_publish_oversized_payload_is_413() -> None:
 
 def test_publish_needs_post() -> None:
     assert Client().get(URL, **TOKEN).status_code == 405
+
+
+def test_publish_filter_over_the_limits_is_refused() -> None:
+    # About 900 KB of filter: within the body limit, far over the filter limits.
+    huge = {"any": [{"plan": "x" * 100} for _ in range(8000)]}
+    response = post(Client(), {"channel": "news", "data": 1, "filter": huge}, **TOKEN)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_filter"
+    assert "more than 256 conditions" in response.json()["message"]

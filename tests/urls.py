@@ -18,6 +18,7 @@ urlpatterns = [
     path("t/batch/", views.batch),
     path("t/pusher/", views.pusher),
     path("t/failing/", views.failing),
+    path("t/unsent/", views.unsent),
     path("t/state/", views.state),
     path("t/reset/", views.reset),
     path("t/sse/iterable/", views.sse_iterable),
