@@ -1,5 +1,6 @@
-# The app image of docker-compose.yml: the demo project served by daphne (uvicorn installed too,
-# as the documented alternative). Build: docker build -t django-stream-llm .
+# The app image of docker-compose.yml: the demo project served by uvicorn, whose writes wait for
+# the client, so one that stops reading is dropped after WRITE_TIMEOUT (daphne would buffer for
+# it without limit; see deploy/README.md). Build: docker build -t django-stream-llm .
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +14,7 @@ WORKDIR /app
 # glob copies the README when there is one (pyproject names it) and does not fail otherwise.
 COPY pyproject.toml README.m[d] ./
 COPY stream_app ./stream_app
-RUN pip install ".[metrics]" "uvicorn>=0.30"
+RUN pip install ".[metrics,server]"
 
 # The demo project is not part of the package: it runs from /app.
 COPY manage.py ./
@@ -32,4 +33,7 @@ ENV PYTHONPATH=/app \
     DJANGO_DEBUG=0
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "project.asgi:application"]
+# "--lifespan on": stream_app ends streams gracefully on SIGTERM. "--proxy-headers": the client's
+# address and scheme from X-Forwarded-*, trusted from FORWARDED_ALLOW_IPS only (uvicorn's
+# default: 127.0.0.1; docker-compose.yml trusts its nginx).
+CMD ["uvicorn", "project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "on", "--timeout-graceful-shutdown", "10", "--proxy-headers", "--no-access-log"]

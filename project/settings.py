@@ -100,6 +100,8 @@ STREAM_APP = {
     "DEFAULT_CHANNELS": ["news"],
     "KEEP_ALIVE": float(os.environ.get("STREAM_KEEP_ALIVE", "10")),
     "PUBLISH_TOKEN": os.environ.get("STREAM_PUBLISH_TOKEN") or None,
+    # Set only behind a proxy that appends the client's address to it (deploy/nginx.conf).
+    "CLIENT_ADDRESS_HEADER": os.environ.get("STREAM_CLIENT_ADDRESS_HEADER") or None,
 }
 # The LLM of the demo chat (stream_app.llm): OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL
 # point it at OpenAI or any compatible server; with neither key nor URL the embedded offline

@@ -1,13 +1,24 @@
 # Shared by scripts/test and scripts/demo: a virtualenv with the project installed.
-# ensure_venv DIR PYTHON [pip requirement...]
+# ensure_venv DIR PYTHON EXTRAS [pip requirement...]: the project, editable, with the
+# comma-separated EXTRAS (scripts/test: "test", scripts/demo: "server"), and the requirements.
+# pip runs only when pyproject.toml or the arguments changed since the last install into DIR:
+# a stamp file per combination, named after their hash.
 ensure_venv() {
-    local dir="$1" python="$2"
-    shift 2
+    local dir="$1" python="$2" extras="$3"
+    shift 3
     if [ ! -x "$dir/bin/python" ]; then
         "$python" -m venv "$dir"
         "$dir/bin/python" -m pip install -q --upgrade pip
     fi
-    "$dir/bin/python" -m pip install -q -e ".[test]" "$@"
+    local key
+    key="$("$dir/bin/python" -c 'import hashlib, sys
+digest = hashlib.sha256(open("pyproject.toml", "rb").read())
+digest.update("\0".join(sys.argv[1:]).encode())
+print(digest.hexdigest()[:16])' "$extras" "$@")"
+    if [ ! -e "$dir/.installed-$key" ]; then
+        "$dir/bin/python" -m pip install -q -e ".[$extras]" "$@"
+        touch "$dir/.installed-$key"
+    fi
 }
 
 # need_command CMD DEBIAN_PACKAGE: install the package with apt-get when possible, else fail

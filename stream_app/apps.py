@@ -1,4 +1,4 @@
-"""The Django app config: registers the system checks."""
+"""The Django app config: registers the system checks and signal receivers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, logs
+        from . import checks, logout, logs
+        from .backends import memory
 
         checks.register()
+        # The memory backend learns that this process serves streams (its first ASGI request).
+        memory.connect_receivers()
         # Structured connect/disconnect log lines (stream_app.logs).
         logs.connect_receivers()
+        # Streams end when their Django session logs out, on every worker (stream_app.logout).
+        logout.connect_receivers()

@@ -57,8 +57,10 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import get_resolver, set_script_prefix
 
+from .backends.memory import mark_serving
 from .conf import app_settings
 from .lifecycle import install_signal_handlers
+from .sessions import track_sessions
 from .threads import RequestThreadContext
 
 __all__ = [
@@ -189,12 +191,13 @@ def _hands_off(response: HttpResponseBase, method: str | None, *, prefetched: bo
 class _Slot:
     """Per-request hand-off state, shared with Django's request task through a context var."""
 
-    __slots__ = ("method", "request", "session")
+    __slots__ = ("disconnected", "method", "request", "session")
 
     def __init__(self, method: str) -> None:
         self.method = method
         self.request: HttpRequest | None = None
         self.session: Any = None
+        self.disconnected = False
 
 
 _handoff: contextvars.ContextVar[_Slot] = contextvars.ContextVar("stream_app_handoff")
@@ -238,6 +241,8 @@ class StreamASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self._one_hop = _OneHopHandler(type(self))
+        # This process serves streams: the memory backend may publish here.
+        mark_serving()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -250,15 +255,32 @@ class StreamASGIHandler(ASGIHandler):
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         install_signal_handlers()
         slot = _Slot(scope.get("method", "GET"))
+
+        async def watched_receive() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                slot.disconnected = True
+            return message
+
         token = _handoff.set(slot)
-        try:
-            async with RequestThreadContext():
-                await self.handle(scope, receive, send)
-        finally:
-            _handoff.reset(token)
-        if slot.session is not None:
-            session, slot.session, slot.request = slot.session, None, None
-            await session.run_asgi(send, receive)
+        handed_off = None
+        with track_sessions() as created:
+            try:
+                async with RequestThreadContext():
+                    await self.handle(scope, watched_receive, send)
+                # A disconnect taken by Django's listener as the view returned is the only one
+                # the server sends: a stream started now would wait for it forever.
+                if not slot.disconnected:
+                    handed_off = slot.session
+            finally:
+                _handoff.reset(token)
+                # Every other session this request created will never stream (the client left
+                # while the view ran, the view failed, or another response was sent): end it,
+                # and any the view's thread still creates once the client has gone.
+                created.end(keep=handed_off)
+        if handed_off is not None:
+            slot.session = slot.request = None
+            await handed_off.run_asgi(send, receive)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         """Django's ``handle``; for stream endpoints with the request's sync work in one hop."""

@@ -7,15 +7,18 @@ The frame is encoded once per process and the same bytes are queued for every re
 
 ``create_channel()`` makes an anonymous channel that lives in this process only: broadcasts skip
 the backend, may use a callable filter, and have no history.
+
+Event types starting with ``stream_app.`` are reserved for stream_app's own control messages
+between workers (``stream_app.logout``): ``broadcast`` refuses them, and delivery hands them to
+the handler registered with ``on_control``, never to a session.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -24,7 +27,7 @@ from . import protocol
 from .backends import get_backend
 from .backends.base import BackendUnavailable, Message, id_key
 from .conf import app_settings
-from .filters import FilterError, Predicate, compile_filter
+from .filters import FilterError, Predicate, cached_filter, compile_filter
 from .lifecycle import spawn
 from .sessions import _compact_json, stats
 from .signals import broadcast_sent
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_NAME_RE",
+    "CONTROL_PREFIX",
     "Channel",
     "ChannelNameError",
     "MessageTooLarge",
@@ -41,6 +45,8 @@ __all__ = [
     "broadcast",
     "create_channel",
     "get_channel",
+    "leave_all",
+    "on_control",
     "subscribe",
     "validate_channel_name",
 ]
@@ -51,6 +57,9 @@ logger = logging.getLogger("stream_app")
 CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
 _registry: dict[str, Channel] = {}
 SUBSCRIBE_TIMEOUT = 2.0
+#: Event types reserved for control messages between workers (see the module docstring).
+CONTROL_PREFIX = "stream_app."
+_control_handlers: dict[str, Callable[[Message], None]] = {}
 
 
 class ChannelNameError(ValueError):
@@ -64,18 +73,43 @@ class MessageTooLarge(ValueError):
 def validate_channel_name(name: object) -> str:
     """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
     if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
+        # The name comes from a client: echo a bounded part of it.
+        shown = repr(name)
+        if len(shown) > 110:
+            shown = f"{shown[:100]}..."
         raise ChannelNameError(
-            f"invalid channel name {name!r}: use 1 to 100 letters, digits or _ - . : @"
+            f"invalid channel name {shown}: use 1 to 100 letters, digits or _ - . : @"
         )
     return name
 
 
 class Channel:
-    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``."""
+    """A topic sessions register on. Use ``get_channel(name)`` or ``create_channel()``.
+
+    A named channel is one object per process: ``Channel(name)`` is ``get_channel(name)``, so
+    that live delivery (which fans out to that object's sessions) reaches every session
+    registered under the name, and one channel's last session leaving does not unsubscribe the
+    process from a name others still use.
+    """
 
     __slots__ = ("_sessions", "local", "name")
 
+    def __new__(cls, name: str, *, local: bool = False) -> Channel:
+        if local:
+            return super().__new__(cls)
+        channel = _registry.get(name)
+        if channel is None:
+            channel = super().__new__(cls)
+            channel._setup(validate_channel_name(name), local=False)
+            _registry[name] = channel
+        return channel
+
     def __init__(self, name: str, *, local: bool = False) -> None:
+        # A named channel was set up once, in __new__; __init__ runs again on every call.
+        if local:
+            self._setup(name, local=True)
+
+    def _setup(self, name: str, *, local: bool) -> None:
         self.name = name
         self.local = local
         self._sessions: set[Session] = set()
@@ -134,6 +168,11 @@ class Channel:
                 f"({app_settings.MAX_MESSAGE_BYTES} bytes)"
             )
         if event is not None:
+            if event.startswith(CONTROL_PREFIX):
+                raise ValueError(
+                    f"event type {event!r} is reserved: types starting with "
+                    f"{CONTROL_PREFIX!r} are stream_app's own control messages"
+                )
             # Refuse a bad event type before anything is published.
             protocol.encode_data("", event)
         if callable(filter):
@@ -226,24 +265,18 @@ class Channel:
         return async_to_sync(self.acount)(filter)
 
 
-_filter_cache: dict[str, Predicate | None] = {}
-
-
 def _compiled(spec: Any) -> Predicate | None:
-    if spec is None:
-        return None
-    key = json.dumps(spec, sort_keys=True)
-    predicate = _filter_cache.get(key)
-    if predicate is None:
-        try:
-            predicate = compile_filter(spec)
-        except FilterError:
-            logger.warning("dropped an event with a malformed filter from another process")
-            return lambda state: False
-        if len(_filter_cache) > 1000:
-            _filter_cache.clear()
-        _filter_cache[key] = predicate
-    return predicate
+    try:
+        return cached_filter(spec)
+    except FilterError as exc:
+        # Publishers here refuse such a filter; one from another process (older code, a script
+        # writing to the backend) is refused here, before it is evaluated or cached.
+        logger.warning("dropped an event whose filter was refused: %s", exc)
+        return _match_nothing
+
+
+def _match_nothing(state: Any) -> bool:
+    return False
 
 
 def _serialize(data: Any) -> str:
@@ -268,10 +301,7 @@ def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
 
 def get_channel(name: str) -> Channel:
     """The process's channel called ``name`` (validated), shared with every worker."""
-    channel = _registry.get(name)
-    if channel is None:
-        channel = _registry[validate_channel_name(name)] = Channel(name)
-    return channel
+    return _registry.get(name) or Channel(name)
 
 
 def create_channel() -> Channel:
@@ -291,8 +321,30 @@ async def abroadcast(
     return await get_channel(channel).abroadcast(data, event, filter=filter)
 
 
+def on_control(event: str, handler: Callable[[Message], None]) -> None:
+    """Hand control messages of type ``event`` (``stream_app.*``) to ``handler`` on delivery.
+
+    The handler runs in the event loop that holds the sessions, in every worker.
+    """
+    if not event.startswith(CONTROL_PREFIX):
+        raise ValueError(f"a control event type starts with {CONTROL_PREFIX!r}")
+    _control_handlers[event] = handler
+
+
+def leave_all(session: Session) -> None:
+    """Deregister ``session`` from every channel it is on."""
+    for channel in list(session._channels or ()):
+        channel.deregister(session)
+
+
 def _deliver(message: Message) -> None:
     """The backend's delivery callback: fan a message out to this process's sessions."""
+    event = message.event
+    if event is not None and event.startswith(CONTROL_PREFIX):
+        handler = _control_handlers.get(event)
+        if handler is not None:
+            handler(message)
+        return
     channel = _registry.get(message.channel)
     if channel is not None:
         channel.fan_out(message)
@@ -338,8 +390,8 @@ async def _replay(session: Session, channels: list[Channel]) -> None:
         seen: set[str] = set()
         for message in history.messages:
             seen.add(message.id)
-            channel = _registry.get(message.channel)
-            predicate = _compiled(message.filter) if channel is not None else None
+            # The same filter as live delivery (fan_out), whichever channel object asked.
+            predicate = _compiled(message.filter)
             if predicate is not None and not predicate(session.state):
                 continue
             session._enqueue(protocol.encode_data(message.data, message.event, message.id))

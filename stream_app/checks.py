@@ -6,11 +6,17 @@
 - ``stream_app.E003``: unknown keys in ``STREAM_APP`` (a typo silently keeps the default).
 - ``stream_app.E004``: ``STREAM_APP`` is not a dict.
 - ``stream_app.E005``: ``STREAM_APP["BACKEND"]`` cannot be imported.
-- ``stream_app.E006``: a numeric setting is out of range.
+- ``stream_app.E006``: a numeric setting is out of range (or ``CLIENT_ADDRESS_HEADER`` is not a
+  header name).
+- ``stream_app.W007``: the memory backend while the environment asks for several workers
+  (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
+  broadcasts.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Any
 
@@ -20,9 +26,24 @@ from django.core.checks import CheckMessage, Error, Tags, Warning
 from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, app_settings
 
-__all__ = ["check_backend", "check_gzip", "check_server", "check_settings", "register"]
+__all__ = [
+    "WORKER_VARIABLES",
+    "check_backend",
+    "check_gzip",
+    "check_server",
+    "check_settings",
+    "check_workers",
+    "register",
+]
+
+#: Environment variables that set how many worker processes a server runs (gunicorn and
+#: uvicorn read WEB_CONCURRENCY, uvicorn UVICORN_WORKERS).
+WORKER_VARIABLES = ("WEB_CONCURRENCY", "UVICORN_WORKERS")
+MEMORY_BACKEND = "stream_app.backends.memory.MemoryBackend"
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 
 
 def check_server(**kwargs: Any) -> list[CheckMessage]:
@@ -88,6 +109,25 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         or not all(isinstance(n, int) and n > 0 for n in threshold)
     ):
         errors.append(_range_error("GC_THRESHOLD", "None or 1 to 3 positive integers", threshold))
+    if not isinstance(merged["MAX_CHANNELS_PER_STREAM"], int) or (
+        merged["MAX_CHANNELS_PER_STREAM"] < 1
+    ):
+        errors.append(
+            _range_error(
+                "MAX_CHANNELS_PER_STREAM", "a positive integer", merged["MAX_CHANNELS_PER_STREAM"]
+            )
+        )
+    for key in ("MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_ADDRESS"):
+        if merged[key] is not None and (not isinstance(merged[key], int) or merged[key] < 1):
+            errors.append(_range_error(key, "None or a positive integer", merged[key]))
+    header = merged["CLIENT_ADDRESS_HEADER"]
+    if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
+        # A META key (HTTP_X_FORWARDED_FOR) would never match and silently fall back.
+        errors.append(
+            _range_error(
+                "CLIENT_ADDRESS_HEADER", 'None or a header name such as "X-Forwarded-For"', header
+            )
+        )
     for key in ("KEEP_ALIVE", "RETRY"):
         if merged[key] is not None and (
             not isinstance(merged[key], int | float) or merged[key] < 0
@@ -123,7 +163,26 @@ def check_backend(**kwargs: Any) -> list[CheckMessage]:
     return []
 
 
+def check_workers(**kwargs: Any) -> list[CheckMessage]:
+    """W007: the process-local memory backend where the environment asks for several workers."""
+    if app_settings.BACKEND != MEMORY_BACKEND:
+        return []
+    for name in WORKER_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return [
+                Warning(
+                    f"{name}={value} runs several worker processes, but the memory backend "
+                    "delivers each broadcast only to the streams of the worker that sent it.",
+                    hint='Set STREAM_APP["BACKEND"] = "stream_app.backends.redis.RedisBackend" '
+                    "(with REDIS_URL), or run one worker.",
+                    id="stream_app.W007",
+                )
+            ]
+    return []
+
+
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
-    for check in (check_server, check_gzip, check_settings, check_backend):
+    for check in (check_server, check_gzip, check_settings, check_backend, check_workers):
         register_check(check, Tags.compatibility)

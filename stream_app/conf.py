@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # Who may subscribe: channels anyone may read, channels every stream joins, and the hook.
     "PUBLIC_CHANNELS": [],
     "DEFAULT_CHANNELS": [],
+    # Most ?channel= names one stream may ask for (DEFAULT_CHANNELS are not counted): each is
+    # checked, subscribed and replayed before the stream starts.
+    "MAX_CHANNELS_PER_STREAM": 20,
     "CAN_SUBSCRIBE": "stream_app.permissions.can_subscribe",
     # Optional hook (dotted path) ``(request, state) -> None`` that adds to a session's state.
     "SESSION_STATE": None,
@@ -49,6 +52,14 @@ DEFAULTS: dict[str, Any] = {
     "MAX_LIFETIME": None,
     "WRITE_TIMEOUT": 30.0,
     "MAX_CONNECTIONS_PER_USER": None,
+    # Open anonymous streams per client address per worker (an IPv6 client counts per /64,
+    # which one client usually holds whole; None: no cap). A browser opens one stream per
+    # tab; behind a proxy set CLIENT_ADDRESS_HEADER, or every client shares the proxy's address.
+    "MAX_CONNECTIONS_PER_ADDRESS": 50,
+    # The request header that holds the client's address, set by your proxy (its last entry is
+    # used: the address the proxy saw), or None for the connection's address (REMOTE_ADDR).
+    # Only behind a proxy that overwrites or appends to it: clients can send any header.
+    "CLIENT_ADDRESS_HEADER": None,
     # Garbage collector thresholds set at start-up (after freezing start-up objects), or None
     # to leave the collector alone: see stream_app.lifecycle.tune_gc for the measurements.
     "GC_THRESHOLD": (50_000, 5, 5),

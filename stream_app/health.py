@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .backends import get_backend
 from .conf import app_settings
 from .lifecycle import is_shutting_down
+from .redact import redact
 
 __all__ = ["health_view"]
 
@@ -48,7 +49,8 @@ async def health_view(request: HttpRequest) -> JsonResponse:
         except TimeoutError:
             reason = "backend_timeout"
         except Exception as exc:  # any failure of the probe means "not healthy"
-            logger.debug("health ping failed", exc_info=exc)
+            # The message only, redacted: a traceback could quote a connection URL.
+            logger.debug("health ping failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             reason = "backend_error"
     ok = reason is None
     if ok != _last["ok"]:

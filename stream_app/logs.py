@@ -17,6 +17,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .redact import redact
 from .signals import session_connected, session_disconnected
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def log_publish_error(channel: str, exc: BaseException) -> None:
     if logger.isEnabledFor(logging.WARNING):
         logger.warning(
             "event=publish_error %s",
-            format_fields(channel=channel, error=type(exc).__name__, message=str(exc)),
+            format_fields(channel=channel, error=type(exc).__name__, message=redact(str(exc))),
         )
 
 

@@ -1,5 +1,7 @@
 """Models: broadcast notifications written in the admin, their audit trail and read receipts.
 
+``Publishing`` has no table: it carries the permissions of the publish endpoint.
+
 A ``Notification`` is written once and sent on a channel as the SSE event ``notification``;
 every worker filters it per session by the audience (the same filter data as any broadcast).
 ``NotificationSend`` records each send (who, when, to whom, how many sessions it reached) and
@@ -17,8 +19,9 @@ from django.db import models
 from django.utils import timezone
 
 from .channels import ChannelNameError, validate_channel_name
+from .notifications.markup import check_link
 
-__all__ = ["Notification", "NotificationRead", "NotificationSend"]
+__all__ = ["Notification", "NotificationRead", "NotificationSend", "Publishing"]
 
 
 def validate_channel(value: str) -> None:
@@ -30,12 +33,31 @@ def validate_channel(value: str) -> None:
 
 
 def validate_link(value: str) -> None:
-    """Model validator: an absolute http(s) URL or a path on this site (never ``javascript:``)."""
-    if value.startswith("/") and not value.startswith("//"):
-        return
-    if value.startswith(("http://", "https://")) and not any(c in value for c in " \t\r\n"):
-        return
-    raise ValidationError("Enter an http(s) URL or a path starting with '/'.")
+    """Model validator: an absolute http(s) URL or a path on this site (``check_link``)."""
+    try:
+        check_link(value)
+    except ValueError as exc:
+        raise ValidationError(
+            "Enter an http(s) URL or a path starting with '/', without spaces, control "
+            "characters or backslashes."
+        ) from exc
+
+
+class Publishing(models.Model):
+    """No table: the permissions of ``POST stream/publish/`` for logged-in users.
+
+    ``stream_app.publish`` allows the channels everyone may read (``PUBLIC_CHANNELS`` and
+    ``DEFAULT_CHANNELS``); ``stream_app.publish_any`` allows every channel, ``user:<pk>`` and
+    ``staff`` included. ``is_staff`` alone allows nothing, as everywhere in Django.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("publish", "Can publish events to public channels"),
+            ("publish_any", "Can publish events to any channel"),
+        ]
 
 
 class NotificationQuerySet(models.QuerySet["Notification"]):

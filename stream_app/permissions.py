@@ -1,9 +1,14 @@
-"""Who may subscribe to which channel, and what a session's state holds.
+"""Who may subscribe to and publish on which channel, and what a session's state holds.
 
 ``STREAM_APP["CAN_SUBSCRIBE"]`` names a function ``(user, channel) -> bool | None`` (it may be
 async): True allows, False forbids (403), None means there is no such channel (404). The
 default allows the channels listed in ``PUBLIC_CHANNELS`` to everyone, ``user:<pk>`` to that user
 only, ``staff`` to staff users, and knows no other channel.
+
+Publishing from a logged-in session (``POST stream/publish/``) takes a permission:
+``stream_app.publish`` for the channels everyone may read (``PUBLIC_CHANNELS`` and
+``DEFAULT_CHANNELS``), ``stream_app.publish_any`` for every channel. ``is_staff`` alone allows
+nothing: a publisher reaches other users' browsers, which is more than logging into the admin.
 """
 
 from __future__ import annotations
@@ -12,13 +17,31 @@ import hmac
 import inspect
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
 
-__all__ = ["bearer_matches", "can_subscribe", "check_subscribe", "csrf_passes", "session_state"]
+__all__ = [
+    "INTERNAL_CHANNEL_PREFIX",
+    "PUBLISH",
+    "PUBLISH_ANY",
+    "bearer_matches",
+    "can_publish",
+    "can_subscribe",
+    "check_subscribe",
+    "csrf_passes",
+    "session_state",
+]
+
+#: Channels that carry stream_app's messages between workers, never to clients.
+INTERNAL_CHANNEL_PREFIX = "stream_app."
+#: Publish on the channels everyone may read.
+PUBLISH = "stream_app.publish"
+#: Publish on every channel, ``user:<pk>`` and ``staff`` included.
+PUBLISH_ANY = "stream_app.publish_any"
 
 
 def bearer_matches(request: HttpRequest, token: object) -> bool:
@@ -46,6 +69,25 @@ def csrf_passes(request: HttpRequest) -> bool:
     return middleware.process_view(request, _csrf_protected, (), {}) is None
 
 
+def _publish_allowed(user: Any, channel: str | None) -> bool:
+    if not user.is_authenticated:
+        return False
+    if user.has_perm(PUBLISH_ANY):
+        return True
+    public = channel is None or (
+        channel in app_settings.PUBLIC_CHANNELS or channel in app_settings.DEFAULT_CHANNELS
+    )
+    return public and bool(user.has_perm(PUBLISH))
+
+
+async def can_publish(user: Any, channel: str | None = None) -> bool:
+    """Whether ``user`` may publish on ``channel`` (None: on some channel) through a session.
+
+    Through ``has_perm`` in a thread, so any user model and authentication backend works.
+    """
+    return await sync_to_async(_publish_allowed)(user, channel)
+
+
 def can_subscribe(user: Any, channel: str) -> bool | None:
     """The default policy (see the module docstring)."""
     if channel in app_settings.PUBLIC_CHANNELS or channel in app_settings.DEFAULT_CHANNELS:
@@ -58,7 +100,13 @@ def can_subscribe(user: Any, channel: str) -> bool | None:
 
 
 async def check_subscribe(user: Any, channel: str) -> bool | None:
-    """Run the configured ``CAN_SUBSCRIBE`` hook, sync or async."""
+    """Run the configured ``CAN_SUBSCRIBE`` hook, sync or async.
+
+    ``stream_app.*`` channels are internal (``stream_app.logout``): unknown to every client,
+    whatever the hook says.
+    """
+    if channel.startswith(INTERNAL_CHANNEL_PREFIX):
+        return None
     hook = import_string(app_settings.CAN_SUBSCRIBE)
     result = hook(user, channel)
     if inspect.isawaitable(result):

@@ -13,13 +13,14 @@ and the hand-off path of ``stream_app.asgi`` that streams outside Django's per-r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SSE_HEADERS",
     "QueueFull",
+    "RequestSessions",
     "Serializer",
     "Session",
     "SessionResponse",
@@ -42,6 +44,7 @@ __all__ = [
     "create_session",
     "live_sessions",
     "stats",
+    "track_sessions",
 ]
 
 logger = logging.getLogger("stream_app")
@@ -56,6 +59,9 @@ SSE_HEADERS = {
 }
 KEEP_ALIVE_FRAME = b":\n\n"
 MAX_LAST_EVENT_ID = 256
+#: Seconds after which a session whose response has not started streaming is abandoned: the
+#: backstop for handlers that cannot tell (Django's own) when a response was dropped unsent.
+START_TIMEOUT = 60.0
 Overflow = Literal["close", "raise"]
 
 
@@ -136,6 +142,58 @@ stats = _Stats()
 
 #: Every session streaming in this process (for graceful shutdown and metrics).
 live_sessions: set[Session] = set()
+
+
+class RequestSessions:
+    """The sessions created while one request is handled (see ``track_sessions``).
+
+    A session whose response never streams (the client left while the view ran, the view
+    failed after creating it, or another response was sent) would otherwise stay registered on
+    its channels and keep its connection slot for good: nothing else ever ends it.
+    """
+
+    __slots__ = ("ended", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+        self.ended = False
+
+    def add(self, session: Session) -> None:
+        """Track ``session``; once the request has ended, abandon it at once."""
+        if self.ended:
+            # The handler has given up on the request (the client left) while the view still
+            # runs in its thread: this session can never stream.
+            session.abandon()
+        else:
+            self.sessions.append(session)
+
+    def end(self, keep: Session | None = None) -> None:
+        """The request is over: abandon every session it created but ``keep``, and later ones."""
+        self.ended = True
+        sessions, self.sessions = self.sessions, []
+        for session in sessions:
+            if session is not keep:
+                session.abandon()
+
+
+_request_sessions: contextvars.ContextVar[RequestSessions | None] = contextvars.ContextVar(
+    "stream_app_request_sessions", default=None
+)
+
+
+@contextmanager
+def track_sessions() -> Iterator[RequestSessions]:
+    """Track the sessions created in this context (for an ASGI handler, around one request).
+
+    The handler calls ``end(keep=...)`` on the result when the request is over, keeping the
+    session it streams itself, if any.
+    """
+    tracker = RequestSessions()
+    token = _request_sessions.set(tracker)
+    try:
+        yield tracker
+    finally:
+        _request_sessions.reset(token)
 
 
 class _Heartbeat:
@@ -275,6 +333,7 @@ class Session:
         "_room",
         "_sending_since",
         "_start_callback",
+        "_start_timer",
         "_started",
         "_task",
         "_waiter",
@@ -357,6 +416,16 @@ class Session:
         self._on_close: list[Callable[[Session], object]] | None = None
         # SSEResponse builds itself around its session and passes itself in.
         self.response = response or SessionResponse(self, status, headers)
+        self._start_timer: asyncio.TimerHandle | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # Built outside an event loop: it cannot stream from here anyway.
+        else:
+            self._start_timer = loop.call_later(START_TIMEOUT, self.abandon)
+        tracker = _request_sessions.get()
+        if tracker is not None:
+            tracker.add(self)
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open" if self._started else "new"
@@ -384,7 +453,12 @@ class Session:
         self._start_callback = callback
 
     def on_close(self, callback: Callable[[Session], object]) -> None:
-        """Call ``callback(session)`` when the stream ends, however it ends."""
+        """Call ``callback(session)`` when the stream ends, however it ends (now if it has)."""
+        if self._closed:
+            # Ended already (abandoned while its view still ran): what the hook releases must
+            # still be released.
+            callback(self)
+            return
         if self._on_close is None:
             self._on_close = []
         self._on_close.append(callback)
@@ -536,6 +610,17 @@ class Session:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def abandon(self, reason: str = "not_started") -> None:
+        """End a session whose response will never stream, now; no-op once it has started.
+
+        It leaves its channels and runs its close hooks (which give back its connection slot).
+        For a view that fails, or learns that its client left, after creating a session.
+        ``stream_app.asgi``'s handler does it for every session a request created but did not
+        stream; under other handlers ``START_TIMEOUT`` is the backstop.
+        """
+        if not self._started:
+            self._abort(reason)
+
     async def wait_closed(self) -> None:
         """Wait until the stream has ended."""
         if self._closed:
@@ -574,6 +659,9 @@ class Session:
         self._closed = True
         self.close_reason = self.close_reason or "closed"
         self._queue.clear()
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
         if self._started:
             stats.closed += 1
             live_sessions.discard(self)
@@ -591,7 +679,8 @@ class Session:
                 callback(self)
             except Exception:
                 logger.exception("a session on_close callback failed")
-        if session_disconnected.receivers:
+        # Paired with session_connected: a session that never started was never connected.
+        if self._started and session_disconnected.receivers:
             session_disconnected.send(sender=Session, session=self, reason=self.close_reason)
         self.request = None
 
@@ -599,6 +688,9 @@ class Session:
 
     def _start(self) -> None:
         self._started = True
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
         self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         self._last_write = loop.time()
@@ -623,7 +715,11 @@ class Session:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         """The writer: yield everything queued as one chunk per wake-up until the stream ends."""
-        if self.method == "HEAD" or self._closed:
+        if self.method == "HEAD":
+            # The headers are the whole response: the session ends before it starts.
+            self.abandon("head")
+            return
+        if self._closed:
             return
         self._start()
         loop = asyncio.get_running_loop()
@@ -676,6 +772,7 @@ class Session:
             # server's cancellation and goes on up.
             if self.close_reason not in ("slow_consumer", "write_timeout", "shutdown"):
                 raise
+            _drop_connection(send)
         finally:
             watcher.cancel()
             self._finish()
@@ -702,6 +799,22 @@ class Session:
                 self.close()
 
         self._callback_task = asyncio.ensure_future(run())
+
+
+def _drop_connection(send: Callable[..., Awaitable[None]]) -> None:
+    """Drop the connection under an ASGI ``send`` at once, with the data it still buffers.
+
+    Called when our writer was stuck in a write, that is when the peer stopped reading. Ending
+    the response is not enough under uvicorn: it closes the transport gracefully, which waits
+    to flush its buffer to the peer first, so a peer that never reads keeps the socket and the
+    buffered chunk for good. ASGI has no message that aborts a connection; uvicorn's ``send`` is
+    a method of its request cycle, whose ``transport`` attribute (uvicorn's own, not ASGI's:
+    ``tests/test_stalled_clients.py`` fails if it goes) is an asyncio transport, with the public
+    ``abort()``. Servers without one need nothing: daphne's writes never wait.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
 
 
 class EventBuffer:

@@ -13,7 +13,7 @@ __all__ = ["broadcast_sent", "session_connected", "session_disconnected"]
 #: A session started streaming. Arguments: ``session``.
 session_connected = Signal()
 #: A session ended. Arguments: ``session``, ``reason`` ("closed", "disconnect", "slow_consumer",
-#: "write_timeout", "shutdown", "lifetime").
+#: "write_timeout", "shutdown", "lifetime", "logout").
 session_disconnected = Signal()
 #: An event was published on a channel. Arguments: ``channel``, ``id``, ``event``.
 broadcast_sent = Signal()

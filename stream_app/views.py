@@ -5,18 +5,23 @@ kwarg ``channel``) plus ``DEFAULT_CHANNELS``. Errors before the stream starts ar
 HTTP status, never a silent empty stream:
 
 - 400 ``invalid_channel``: a name outside ``[A-Za-z0-9_-.:@]{1,100}``;
+- 400 ``too_many_channels``: more than ``MAX_CHANNELS_PER_STREAM`` ``?channel=`` names;
+- 400 ``invalid_request``: more query fields than Django's ``DATA_UPLOAD_MAX_NUMBER_FIELDS``;
 - 403 ``forbidden``: the ``CAN_SUBSCRIBE`` hook said no;
 - 404 ``unknown_channel``: the hook knows no such channel, or no channel was asked for;
 - 405 ``method_not_allowed``: anything but GET or HEAD;
-- 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here;
+- 429 ``too_many_connections``: the user has ``MAX_CONNECTIONS_PER_USER`` streams open here,
+  or an anonymous client's address ``MAX_CONNECTIONS_PER_ADDRESS``;
 - 500 ``asgi_required``: the project is served over WSGI, where nothing would stream.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
@@ -32,21 +37,56 @@ from .channels import (
 )
 from .conf import app_settings
 from .filters import FilterError
-from .permissions import bearer_matches, check_subscribe, csrf_passes, session_state
+from .logout import end_on_logout
+from .permissions import (
+    PUBLISH,
+    PUBLISH_ANY,
+    bearer_matches,
+    can_publish,
+    check_subscribe,
+    csrf_passes,
+    session_state,
+)
 from .requests import BodyError, read_json
 from .sessions import create_session
 
-__all__ = ["publish_view", "stream_view"]
+__all__ = ["client_address", "publish_view", "stream_view"]
 
 
-# Open streams per user in this process, for MAX_CONNECTIONS_PER_USER.
-_open_per_user: Counter[Any] = Counter()
+# Open streams in this process per ("user", id) for MAX_CONNECTIONS_PER_USER and per
+# ("address", address) for anonymous streams and MAX_CONNECTIONS_PER_ADDRESS.
+_open_streams: Counter[tuple[str, Any]] = Counter()
 
 
-def _release_user(user_id: Any) -> None:
-    _open_per_user[user_id] -= 1
-    if _open_per_user[user_id] <= 0:
-        del _open_per_user[user_id]
+def _release(key: tuple[str, Any]) -> None:
+    _open_streams[key] -= 1
+    if _open_streams[key] <= 0:
+        del _open_streams[key]
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address for per-address limits: an IPv6 address as its /64 network.
+
+    From ``CLIENT_ADDRESS_HEADER`` (its last entry, the address the proxy saw) when set and
+    present, else the connection's ``REMOTE_ADDR``.
+    """
+    address = ""
+    header = app_settings.CLIENT_ADDRESS_HEADER
+    if header:
+        address = request.headers.get(header, "").rsplit(",", 1)[-1].strip()
+    if not address:
+        address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        # Not an address (a proxy that sends a name or garbage): count it as it is, bounded.
+        return address[:100]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        # One client usually holds a whole /64 and can pick any address in it.
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -64,7 +104,14 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         require_asgi(request)
     except StreamingRequiresASGI:
         return error(500, "asgi_required", ASGI_REQUIRED)
-    names = request.GET.getlist("channel") or ([channel] if channel else [])
+    try:
+        names = request.GET.getlist("channel") or ([channel] if channel else [])
+    except TooManyFieldsSent as exc:
+        return error(400, "invalid_request", str(exc))
+    most = app_settings.MAX_CHANNELS_PER_STREAM
+    if len(names) > most:
+        # Before anything else: each name costs a permission check, a subscription and a replay.
+        return error(400, "too_many_channels", f"at most {most} channels per stream")
     names = list(dict.fromkeys([*names, *app_settings.DEFAULT_CHANNELS]))
     if not names:
         return error(404, "unknown_channel", "no channel asked for: add ?channel=<name>")
@@ -81,18 +128,29 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
             return error(403, "forbidden", f"not allowed to subscribe to {name!r}", channel=name)
     state = await session_state(request, user)
     user_id = state["user_id"]
-    cap = app_settings.MAX_CONNECTIONS_PER_USER
-    if cap is not None and user_id is not None and _open_per_user[user_id] >= cap:
-        return error(429, "too_many_connections", f"at most {cap} open streams per user")
+    if user_id is not None:
+        key, cap, per = ("user", user_id), app_settings.MAX_CONNECTIONS_PER_USER, "user"
+    else:
+        key = ("address", client_address(request))
+        cap, per = app_settings.MAX_CONNECTIONS_PER_ADDRESS, "client address"
+    if cap is not None and _open_streams[key] >= cap:
+        return error(429, "too_many_connections", f"at most {cap} open streams per {per}")
     session = await create_session(request, state=state)
-    if cap is not None and user_id is not None:
-        _open_per_user[user_id] += 1
-        session.on_close(lambda s: _release_user(user_id))
+    if cap is not None:
+        _open_streams[key] += 1
+        session.on_close(lambda s: _release(key))
     if request.method != "HEAD":
-        await subscribe(session, [get_channel(name) for name in names])
-        # Connect hooks push what the session should get first (missed notifications).
-        for hook in app_settings.CONNECT_HOOKS:
-            await import_string(hook)(session, names)
+        try:
+            await subscribe(session, [get_channel(name) for name in names])
+            # Logging out of this Django session ends the stream, on any worker.
+            await end_on_logout(request, user, session)
+            # Connect hooks push what the session should get first (missed notifications).
+            for hook in app_settings.CONNECT_HOOKS:
+                await import_string(hook)(session, names)
+        except BaseException:
+            # The client left (CancelledError) or a hook failed: this session never streams.
+            session.abandon()
+            raise
         # Tell the client it is subscribed (EventSource ignores it unless it listens for it).
         session.push({"channels": names}, "ready")
     return session.response
@@ -102,23 +160,32 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
 async def publish_view(request: HttpRequest) -> HttpResponse:
     """POST ``{"channel", "data", "event"?, "filter"?}``: broadcast; answers ``{"id": ...}``.
 
-    Allowed to holders of ``PUBLISH_TOKEN`` (``Authorization: Bearer <token>``) and to staff
-    users, whose requests must then pass Django's CSRF check like any form.
+    Allowed on every channel to holders of ``PUBLISH_TOKEN`` (``Authorization: Bearer
+    <token>``, a service credential); to sessions of users with the permission
+    ``stream_app.publish`` (channels everyone may read) or ``stream_app.publish_any`` (every
+    channel), whose requests must then pass Django's CSRF check like any form.
     """
     if request.method != "POST":
         return error(405, "method_not_allowed", "POST a JSON object")
+    user = None
     if not bearer_matches(request, app_settings.PUBLISH_TOKEN):
         user = await request.auser()
-        if not (user.is_authenticated and user.is_staff):
-            return error(403, "forbidden", "staff session or publish token required")
-        # publish_view itself is csrf_exempt (token callers have no cookie): sessions must
-        # pass the check like any form.
-        if not csrf_passes(request):
-            return error(403, "csrf_failed", "CSRF verification failed")
+        if not await can_publish(user):
+            return error(
+                403,
+                "forbidden",
+                f"the permission {PUBLISH} (public channels) or {PUBLISH_ANY}, "
+                "or the publish token, is required",
+            )
     try:
+        # Before the CSRF check: it reads form fields, and only a JSON body is taken here.
         body = read_json(request, max_bytes=app_settings.MAX_MESSAGE_BYTES + 4096)
     except BodyError as exc:
         return exc.response()
+    # publish_view itself is csrf_exempt (token callers have no cookie): sessions must pass
+    # the check like any form.
+    if user is not None and not csrf_passes(request):
+        return error(403, "csrf_failed", "CSRF verification failed")
     if not isinstance(body, dict) or "channel" not in body or "data" not in body:
         return error(400, "invalid_request", "send an object with 'channel' and 'data'")
     unknown = set(body) - {"channel", "data", "event", "filter"}
@@ -129,13 +196,23 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         return error(400, "invalid_event", "'event' must be a string")
     try:
         channel = get_channel(validate_channel_name(body["channel"]))
-        event_id = await channel.abroadcast(body["data"], event, filter=body.get("filter"))
     except ChannelNameError as exc:
         return error(400, "invalid_channel", str(exc))
+    if user is not None and not await can_publish(user, channel.name):
+        return error(
+            403,
+            "forbidden",
+            f"publishing to {channel.name!r} needs the permission {PUBLISH_ANY}",
+            channel=channel.name,
+        )
+    try:
+        event_id = await channel.abroadcast(body["data"], event, filter=body.get("filter"))
     except FilterError as exc:
         return error(400, "invalid_filter", str(exc))
     except MessageTooLarge as exc:
         return error(413, "too_large", str(exc))
+    except UnicodeEncodeError as exc:
+        return error(400, "invalid_data", f"data is not valid Unicode text: {exc}")
     except ValueError as exc:
         return error(400, "invalid_event", str(exc))
     except BackendUnavailable as exc:

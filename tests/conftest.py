@@ -124,6 +124,16 @@ def start_server(kind: str, env: dict[str, str] | None = None, port: int | None 
     return server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def serving_process() -> None:
+    """This process serves the streams its tests open in it (sessions, ASGI test requests), so
+    memory-backend publishes here are received, as in a worker, whatever the test order.
+    Separate processes (``manage.py``, ``python -c``) start without it, like a cron job."""
+    from stream_app.backends.memory import mark_serving
+
+    mark_serving()
+
+
 @pytest.fixture
 def server_factory(django_db_setup: None) -> Iterator[object]:
     """Start servers on demand; each is stopped at teardown."""
@@ -215,10 +225,26 @@ class RedisServer:
             self.proc.wait(10)
         self.proc = None
 
+    def kill(self) -> None:
+        """Kill -9 the server: clients see their connections refused, with no goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private Redis for the whole test session."""
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, that it may kill and restart (the session's is shared)."""
     server = RedisServer(free_port())
     server.start()
     yield server

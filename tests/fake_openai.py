@@ -12,6 +12,7 @@ What it does is chosen by tags in the last user message (so a browser test can t
 ``[tokens=N]``      answer with N tokens ``"t0 "``, ``"t1 "``... (default: a short sentence)
 ``[delay=MS]``      wait MS milliseconds before each content chunk
 ``[first=MS]``      wait MS milliseconds before the first chunk
+``[last=MS]``       wait MS milliseconds before the finish chunk (after the last token)
 ``[tools]``         two tool calls, arguments split over several deltas
 ``[error_mid=K]``   K tokens, then an error object mid-stream (``data: {"error": ...}``)
 ``[status=S]``      answer HTTP S with an OpenAI error body (429 with ``retry-after: 7``)
@@ -334,7 +335,7 @@ def _chat_frames(body: dict[str, Any], tags: dict[str, str]) -> list[tuple[float
             frames.append((0, None))
             return frames
         completion_tokens = len(tokens)
-    frames.append((0, chunk({}, finish)))
+    frames.append((float(tags.get("last", "0")) / 1000, chunk({}, finish)))
     if (body.get("stream_options") or {}).get("include_usage"):
         usage = {
             "prompt_tokens": 11,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.http import HttpRequest
@@ -12,3 +13,15 @@ def state_from_query(request: HttpRequest, state: dict[str, Any]) -> None:
     if "plan" in request.GET:
         state["plan"] = request.GET["plan"]
     state["tags"] = request.GET.getlist("tag")
+
+
+#: The tasks waiting in ``park``, in order.
+parked: list[asyncio.Task[Any]] = []
+
+
+async def park(session: Any, channel_names: list[str]) -> None:
+    """A connect hook that waits until it is cancelled, like a slow backlog query."""
+    task = asyncio.current_task()
+    assert task is not None
+    parked.append(task)
+    await asyncio.sleep(3600)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
-from django.test import override_settings
+from django.test import AsyncRequestFactory, override_settings
 
+from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
 from stream_app.backends.base import Message, id_key
 from stream_app.backends.redis import RedisBackend
-from tests.conftest import RedisServer
+from stream_app.channels import get_channel, subscribe
+from stream_app.sessions import Session
+from tests.conftest import RedisServer, free_port
+
+factory = AsyncRequestFactory()
 
 
 @pytest.fixture
@@ -109,7 +117,6 @@ async def test_redis_every_key_has_a_ttl(backend: RedisBackend, redis_server: Re
 
 async def test_redis_publish_without_redis_raises_backend_unavailable() -> None:
     from stream_app.backends.base import BackendUnavailable
-    from tests.conftest import free_port
 
     with override_settings(
         STREAM_APP={
@@ -126,3 +133,76 @@ async def test_redis_publish_without_redis_raises_backend_unavailable() -> None:
         assert not await backend.ping()
         await backend.aclose()
     reset_backend()
+
+
+@pytest.mark.parametrize(
+    "last_id", ["99999999999999999999999-0", "1-18446744073709551616", "\u00b2-1"]
+)
+async def test_redis_out_of_range_id_is_invalid_id_without_traceback(
+    backend: RedisBackend, last_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = get_channel("range")
+    session = Session(
+        factory.get("/sse/", headers={"Last-Event-ID": last_id}),
+        retry=None,
+        keep_alive=None,
+        state={},
+    )
+    with caplog.at_level(logging.DEBUG, logger="stream_app"):
+        await subscribe(session, [channel])
+    events = protocol.decode(b"".join(session._queue))
+    assert events[0].event == "reset"
+    assert json.loads(events[0].data or "")["reason"] == "invalid_id"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    session._abort("test")
+    await backend.aclose()
+
+
+def restart(server: RedisServer) -> None:
+    """Kill -9 and start again on the same port: pooled connections are now stale."""
+    server.kill()
+    server.start()
+
+
+async def test_redis_first_publish_after_a_restart_succeeds(
+    server_factory: Any, private_redis: RedisServer
+) -> None:
+    env = {"STREAM_BACKEND": "redis", "REDIS_URL": private_redis.url}
+    server = server_factory("uvicorn", env)
+    body = {"channel": "news", "data": "x"}
+    headers = {"Authorization": "Bearer test-token"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=headers) as client:
+        assert (await client.post("/stream/publish/", json=body)).status_code == 201
+        restart(private_redis)
+        response = await client.post("/stream/publish/", json=body)
+        assert response.status_code == 201, response.text
+
+
+async def test_redis_sync_and_async_publish_survive_a_restart(private_redis: RedisServer) -> None:
+    options = {"BACKEND": "stream_app.backends.redis.RedisBackend", "REDIS_URL": private_redis.url}
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        backend = get_backend()
+        await publish(backend, "r", "1")
+        backend.publish_sync(Message("r", "2"))
+        restart(private_redis)
+        assert id_key(await publish(backend, "r", "3"))
+        assert id_key(backend.publish_sync(Message("r", "4")))
+        await backend.aclose()
+    reset_backend()
+
+
+async def test_redis_unencodable_publish_is_refused_and_never_recorded(
+    backend: RedisBackend,
+) -> None:
+    channel = get_channel("surrogate")
+    first = await channel.abroadcast("first")
+    with pytest.raises(UnicodeEncodeError):
+        await channel.abroadcast("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        channel.broadcast({"text": "\udfff"})
+    second = await channel.abroadcast("second")
+    history = await backend.history(["surrogate"], first)
+    assert history.complete
+    assert [(m.data, m.id) for m in history.messages] == [("second", second)]
+    await backend.aclose()

@@ -12,14 +12,16 @@ from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
+from stream_app.backends.base import Message
 from stream_app.channels import (
+    Channel,
     ChannelNameError,
     MessageTooLarge,
     create_channel,
     get_channel,
     subscribe,
 )
-from stream_app.filters import FilterError
+from stream_app.filters import MAX_NODES, FilterError
 from stream_app.sessions import Session, stats
 
 factory = AsyncRequestFactory()
@@ -243,3 +245,56 @@ async def test_subscribe_resets_when_ring_dropped_the_id() -> None:
     events = received(session)
     assert events[0].event == "reset"
     assert [e.data for e in events[1:]] == ["3", "4", "5"]
+
+
+# Matches a session on plan "pro", but is over MAX_NODES: refused wherever it is compiled.
+OVERSIZED = {"any": [{"plan": "pro"}, *({"plan": f"p{i}"} for i in range(MAX_NODES))]}
+
+
+async def test_channel_filter_over_the_limits_is_refused_by_the_publisher() -> None:
+    channel = get_channel("limits-publisher")
+    session = make_session({"plan": "pro"})
+    channel.register(session)
+    with pytest.raises(FilterError, match="conditions"):
+        channel.broadcast("refused", filter=OVERSIZED)
+    assert received(session) == []
+
+
+async def test_channel_drops_an_event_from_elsewhere_whose_filter_is_over_the_limits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    channel = get_channel("limits-foreign")
+    session = make_session({"plan": "pro"})
+    channel.register(session)
+    # Another process (older code, or a script writing to the backend) publishes it anyway.
+    backend = get_backend()
+    await backend.publish(Message(channel.name, "oversized", None, OVERSIZED))
+    await backend.publish(Message(channel.name, "malformed", None, {"plan__nee": "pro"}))
+    channel.broadcast("fine", filter={"plan": "pro"})
+    assert [e.data for e in received(session)] == ["fine"]
+    assert caplog.text.count("dropped an event") == 2
+    # And a client that replays the history gets the same.
+    late = make_session({"plan": "pro"}, **{"Last-Event-ID": f"{backend.boot}-0"})
+    await subscribe(late, [channel])
+    assert [e.data for e in received(late)] == ["fine"]
+
+
+async def test_channel_built_directly_is_the_named_channel_and_filters_replay() -> None:
+    name = "direct-channel"
+    backend = get_backend()
+    mark = f"{backend.boot}-0"
+    # Published before anything in this process used the name (by another process, say).
+    await backend.publish(Message(name, "staff only", None, {"is_staff": True}))
+    await backend.publish(Message(name, "everyone"))
+    direct = Channel(name)
+    session = make_session({"is_staff": False}, **{"Last-Event-ID": mark})
+    await subscribe(session, [direct])
+    assert [e.data for e in received(session)] == ["everyone"]
+    # Live delivery reaches it, with the same filters.
+    assert Channel(name) is direct
+    assert get_channel(name) is direct
+    get_channel(name).broadcast("staff live", filter={"is_staff": True})
+    get_channel(name).broadcast("everyone live")
+    assert [e.data for e in received(session)] == ["everyone", "everyone live"]
+    # A local channel is still a new one each time.
+    assert create_channel() is not create_channel()

@@ -323,3 +323,60 @@ async def test_redis_connect_disconnect_cycles_leave_nothing_behind(
         assert all(client.pttl(key) > 0 for key in keys)
     finally:
         client.close()
+
+
+def publish_unchecked_from_process(
+    env: dict[str, str], channel: str, data: str, filter: Any
+) -> str:
+    """Publish straight through the backend from a separate process: no filter checks at all,
+    as older code or a script writing to Redis would."""
+    code = (
+        "import json, sys, django; django.setup()\n"
+        "from stream_app.backends import get_backend\n"
+        "from stream_app.backends.base import Message\n"
+        "args = json.loads(sys.argv[1])\n"
+        "message = Message(args['channel'], args['data'], None, args['filter'])\n"
+        "print(get_backend().publish_sync(message))\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            json.dumps({"channel": channel, "data": data, "filter": filter}),
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+async def test_filters_from_another_process_over_the_limits_are_dropped(
+    workers: list[Server], redis_env: dict[str, str], settings: Any
+) -> None:
+    # Matches plan "pro", with more conditions than any worker accepts.
+    oversized = {"any": [{"plan": "pro"}, *({"plan": f"p{i}"} for i in range(300))]}
+    streams = [await open_stream(w, "channel=alpha&plan=pro") for w in workers]
+    env = {**redis_env, "DJANGO_DB_PATH": settings.DATABASES["default"]["NAME"]}
+    try:
+        await asyncio.to_thread(publish_unchecked_from_process, env, "alpha", "big", oversized)
+        await asyncio.to_thread(
+            publish_unchecked_from_process, env, "alpha", "typo", {"plan__nee": "free"}
+        )
+        fine = await publish(workers[0], {"channel": "alpha", "data": "fine"})
+        for stream, worker in zip(streams, workers, strict=True):
+            event = await next_data(stream)
+            assert (event.data, event.id) == ("fine", fine.json()["id"])
+            assert worker.log.read_text().count("dropped an event") == 2
+    finally:
+        for stream in streams:
+            await stream.close()

@@ -6,6 +6,7 @@ Screenshots go to ``$STREAM_TEST_OUTPUT/screenshots`` (default: the system temp 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import tempfile
@@ -290,3 +291,69 @@ async def test_stream_js_connect_stops_on_204_after_backing_off(page: Page) -> N
     assert result["states"][0] == "connecting"
     assert "reconnecting" in result["states"]
     assert result["states"][-1] == "closed"
+
+
+MARKDOWN_LINKS = [
+    ("[x](/inbox/)", "/inbox/"),
+    ("[x](https://example.com/a)", "https://example.com/a"),
+    ("[x](mailto:a@example.com)", "mailto:a@example.com"),
+    ("[x](#top)", "#top"),
+    ("[x](javascript:alert(1))", None),
+    ("[x](JaVaScRiPt:alert)", None),
+    ("[x](data:text/html,x)", None),
+    ("[x](vbscript:x)", None),
+    ("[x](//evil.example/)", None),
+    # Browsers read a backslash as a slash: /\host is //host, another site.
+    ("[x](/\\evil.example/)", None),
+    ("[x](/\\/evil.example/)", None),
+    ("[x](https:\\\\evil.example/)", None),
+    ("[x](https://)", None),
+    ("[x](\x01javascript:alert)", None),
+]
+
+
+async def test_markdown_js_makes_links_of_safe_urls_only(page: Page) -> None:
+    hrefs = await page.evaluate(
+        """(sources) => sources.map((source) => {
+          const box = document.createElement("div");
+          box.appendChild(Markdown.render(source));
+          const link = box.querySelector("a");
+          return link ? link.getAttribute("href") : null;
+        })""",
+        [source for source, _ in MARKDOWN_LINKS],
+    )
+    assert dict(zip([s for s, _ in MARKDOWN_LINKS], hrefs, strict=True)) == dict(MARKDOWN_LINKS)
+
+
+async def test_chat_browser_follows_and_cancels_on_this_site_only(page: Page) -> None:
+    # Whoever may publish on a generation's channel can send "generation" events: their URLs
+    # must not lead the page (its CSRF token, in the cancel request) to another site.
+    elsewhere: list[str] = []
+
+    async def other_site(route: Any) -> None:
+        elsewhere.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/event-stream", body="retry: 60000\n\n")
+
+    async def hostile_answer(route: Any) -> None:
+        meta = {
+            "id": "x",
+            "stream_url": "http://evil.invalid/stream/",
+            "cancel_url": "http://evil.invalid/cancel/",
+        }
+        body = f"event: generation\ndata: {json.dumps(meta)}\n\n"
+        body += 'event: token\ndata: {"text": "partial"}\n\n'
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.context.route("http://evil.invalid/**", other_site)
+    await page.route("**/chat/send/", hostile_answer)
+    await ask(page, "anything")
+    await page.wait_for_function(
+        "() => (document.querySelector('.message.assistant .body') || {}).innerText"
+        "?.includes('partial')"
+    )
+    await page.keyboard.press("Escape")
+    try:
+        await wait_finished(page, timeout=10_000)
+    finally:
+        assert elsewhere == []
+    assert "The connection was lost." in await answer_text(page)

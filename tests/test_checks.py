@@ -57,6 +57,13 @@ def test_check_w002_gzip_middleware(settings: Any) -> None:
         ({"GC_THRESHOLD": [10_000]}, []),
         ({"GC_THRESHOLD": (0, 10, 10)}, ["stream_app.E006"]),
         ({"GC_THRESHOLD": 700}, ["stream_app.E006"]),
+        ({"MAX_CHANNELS_PER_STREAM": 0}, ["stream_app.E006"]),
+        ({"MAX_CONNECTIONS_PER_ADDRESS": None, "MAX_CONNECTIONS_PER_USER": 3}, []),
+        ({"MAX_CONNECTIONS_PER_ADDRESS": 0}, ["stream_app.E006"]),
+        ({"MAX_CONNECTIONS_PER_USER": "3"}, ["stream_app.E006"]),
+        ({"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}, []),
+        ({"CLIENT_ADDRESS_HEADER": "HTTP_X_FORWARDED_FOR"}, ["stream_app.E006"]),
+        ({"CLIENT_ADDRESS_HEADER": ""}, ["stream_app.E006"]),
     ],
 )
 def test_check_settings(value: Any, expected: list[str]) -> None:
@@ -80,3 +87,25 @@ def test_check_e005_backend_import(path: str, expected: list[str]) -> None:
 def test_checks_are_registered() -> None:
     with override_settings(STREAM_APP={"TYPO": 1}):
         assert "stream_app.E003" in ids(run_checks(tags=[Tags.compatibility]))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "backend", "warned"),
+    [
+        ("WEB_CONCURRENCY", "4", "stream_app.backends.memory.MemoryBackend", True),
+        ("UVICORN_WORKERS", "2", "stream_app.backends.memory.MemoryBackend", True),
+        ("WEB_CONCURRENCY", "1", "stream_app.backends.memory.MemoryBackend", False),
+        ("WEB_CONCURRENCY", "many", "stream_app.backends.memory.MemoryBackend", False),
+        ("WEB_CONCURRENCY", "4", "stream_app.backends.redis.RedisBackend", False),
+    ],
+)
+def test_check_w007_memory_backend_with_several_workers(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, backend: str, warned: bool
+) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("UVICORN_WORKERS", raising=False)
+    monkeypatch.setenv(variable, value)
+    with override_settings(STREAM_APP={"BACKEND": backend}):
+        found = ids(checks.check_workers())
+        assert found == (["stream_app.W007"] if warned else [])
+        assert ("stream_app.W007" in ids(run_checks(tags=[Tags.compatibility]))) is warned

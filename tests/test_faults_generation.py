@@ -24,7 +24,7 @@ import redis
 from stream_app.backends.base import id_key
 from stream_app.protocol import Event
 from stream_app.testing import EventStream
-from tests.conftest import Server
+from tests.conftest import RedisServer, Server
 from tests.fake_openai import Call, FakeOpenAI
 from tests.llm_support import (
     PostStream,
@@ -348,3 +348,133 @@ async def test_sigterm_hands_the_generation_over_at_once(
     (resumed,) = continuations(fake_openai, marker)
     assert resumed.opened_at - signalled < 8
     assert await asyncio.to_thread(stopping.proc.wait, 15) is not None
+
+
+async def test_redis_down_at_the_final_event_still_ends_every_stream(
+    server_factory: Any,
+    private_redis: RedisServer,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    redis_env = {
+        "STREAM_BACKEND": "redis",
+        "REDIS_URL": private_redis.url,
+        "STREAM_KEY_PREFIX": f"end{uuid.uuid4().hex[:8]}",
+    }
+    env = env_for(fake_openai, redis_env)
+    producer, other = server_factory("uvicorn", env), server_factory("daphne", env)
+    warm(producer, other)
+    client = await chat_client_factory(producer.url)
+    # The upstream pauses after the last token: Redis dies exactly before the final event.
+    post = await PostStream(
+        f"{producer.url}/chat/send/",
+        {"message": f"[tokens=5] [delay=20] [last=1500] {uuid.uuid4().hex}"},
+        client=client,
+    ).open()
+    events = [await post.next_event()]
+    path = json.loads(events[0].data or "")["stream_url"]
+    watcher = await EventStream(f"{other.url}{path}", client=client).open()
+    expected = expected_tokens(5)
+    try:
+        while token_text(events) != expected:
+            events.append(await post.next_event(timeout=10))
+        private_redis.kill()
+        # The producer cannot publish what follows the tokens (the usage, or "done"): its own
+        # client still gets exactly one end, and the stream ends.
+        events += await asyncio.wait_for(post.read_all(timeout=10), 15)
+        ends = [e for e in events if is_end(e)]
+        assert len(ends) == 1
+        assert events[-1] is ends[0]
+        end = (ends[0].event, json.loads(ends[0].data or "").get("code"))
+        # Redis is back: that end is published, so a client of another worker learns it...
+        private_redis.start()
+        seen = await asyncio.wait_for(watcher.read_all(timeout=15), 30)
+        assert [(e.event, json.loads(e.data or "").get("code")) for e in seen if is_end(e)] == [end]
+        assert is_end(seen[-1])
+        # ...and so does one that resumes.
+        last = [e.id for e in events if e.id][-1]
+        async with EventStream(
+            f"{other.url}{path}", client=client, headers={"Last-Event-ID": last}
+        ) as resumed:
+            assert resumed.status_code == 200
+            again = await resumed.read_all(timeout=10)
+        assert [(e.event, json.loads(e.data or "").get("code")) for e in again] == [end]
+    finally:
+        await close_quietly(post)
+        await close_quietly(watcher)
+
+
+async def test_lease_lost_while_redis_paused_the_producer_worker_continues_it(
+    server_factory: Any,
+    private_redis: RedisServer,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    redis_env = {
+        "STREAM_BACKEND": "redis",
+        "REDIS_URL": private_redis.url,
+        "STREAM_KEY_PREFIX": f"paused{uuid.uuid4().hex[:8]}",
+    }
+    worker = server_factory("uvicorn", env_for(fake_openai, redis_env))
+    warm(worker)
+    client = await chat_client_factory(worker.url)
+    # A token every 3 s: the next publish comes after the heartbeat's TTL (2 s) has passed.
+    post = await PostStream(
+        f"{worker.url}/chat/send/",
+        {"message": f"[tokens=3] [delay=3000] {uuid.uuid4().hex}"},
+        client=client,
+    ).open()
+    assert private_redis.proc is not None
+    events: list[Event] = []
+    try:
+        while token_text(events) == "":
+            events.append(await post.next_event(timeout=10))
+        private_redis.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(3.5)
+        private_redis.proc.send_signal(signal.SIGCONT)
+        # The producer stopped (its lease may have been another worker's by then); this worker
+        # follows it like one running elsewhere, takes it over and finishes it.
+        events += await asyncio.wait_for(post.read_all(timeout=15), 30)
+    finally:
+        if private_redis.proc is not None:
+            private_redis.proc.send_signal(signal.SIGCONT)
+        await close_quietly(post)
+    check_answer(events, expected_tokens(3))
+
+
+async def test_history_lost_with_its_worker_ends_watchers_with_generation_lost(
+    server_factory: Any,
+    private_redis: RedisServer,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    redis_env = {
+        "STREAM_BACKEND": "redis",
+        "REDIS_URL": private_redis.url,
+        "STREAM_KEY_PREFIX": f"lost{uuid.uuid4().hex[:8]}",
+    }
+    env = env_for(fake_openai, redis_env)
+    doomed, other = server_factory("uvicorn", env), server_factory("daphne", env)
+    warm(doomed, other)
+    client = await chat_client_factory(doomed.url)
+    post = await PostStream(
+        f"{doomed.url}/chat/send/",
+        {"message": f"[tokens=150] [delay=40] {uuid.uuid4().hex}"},
+        client=client,
+    ).open()
+    first = await post.next_event()
+    path = json.loads(first.data or "")["stream_url"]
+    watcher = await EventStream(f"{other.url}{path}", client=client).open()
+    try:
+        while (await watcher.next_event()).event != "token":
+            pass
+        # Its worker and its history both go: nothing can finish the answer any more.
+        doomed.stop(signal.SIGKILL)
+        private_redis.kill()
+        private_redis.start()
+        rest = await asyncio.wait_for(watcher.read_all(timeout=15), 30)
+    finally:
+        await close_quietly(post)
+        await close_quietly(watcher)
+    assert [e.event for e in rest if is_end(e)] == ["error"]
+    assert json.loads(rest[-1].data or "")["code"] == "generation_lost"

@@ -30,14 +30,15 @@ import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
+from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from stream_app.backends import reset_backend
 from stream_app.channels import get_channel
 from stream_app.models import Notification, NotificationRead, NotificationSend
-from stream_app.notifications.markup import render_body
-from stream_app.notifications.sending import notify, send_notification
+from stream_app.notifications.markup import body_nodes, check_link, is_safe_link
+from stream_app.notifications.sending import anotify, notify, send_notification
 from stream_app.protocol import Event
 from stream_app.testing import EventStream
 from tests.conftest import ROOT, RedisServer, Server, start_server
@@ -333,7 +334,10 @@ async def test_admin_send_reaches_exactly_the_audience_on_both_workers(
     for key in reached:
         assert [n["title"] for n in received[key]] == [title], key
         assert received[key][0]["id"] == notification.pk
-        assert received[key][0]["html"] == f"<p>Body of <strong>{title}</strong></p>"
+        assert received[key][0]["body_nodes"] == [
+            {"tag": "p", "children": ["Body of ", {"tag": "strong", "children": [title]}]}
+        ]
+        assert "html" not in received[key][0]
     assert notification.reach == len(reached)
     assert notification.sent_by_id == people.staff.pk
     audit = [s async for s in NotificationSend.objects.filter(notification=notification)]
@@ -824,28 +828,134 @@ async def test_admin_send_selected_action_confirms_then_sends(
 # -- markup -------------------------------------------------------------------------------------
 
 
+def p(*children: Any) -> dict[str, Any]:
+    return {"tag": "p", "children": list(children)}
+
+
+def tag(name: str, *children: Any, **attributes: str) -> dict[str, Any]:
+    return {"tag": name, **attributes, "children": list(children)}
+
+
+BR = {"tag": "br"}
+
+
 @pytest.mark.parametrize(
-    ("body", "body_format", "html"),
+    ("body", "body_format", "nodes"),
     [
-        ("a < b & c", "plain", "<p>a &lt; b &amp; c</p>"),
-        ("**x**", "plain", "<p>**x**</p>"),
-        ("line 1\nline 2\n\npara", "plain", "<p>line 1<br>line 2</p><p>para</p>"),
+        ("a < b & c", "plain", [p("a < b & c")]),
+        ("**x**", "plain", [p("**x**")]),
+        ("line 1\nline 2\n\npara", "plain", [p("line 1", BR, "line 2"), p("para")]),
         (
             "**bold** and *it* and `<code>`",
             "markdown",
-            "<p><strong>bold</strong> and <em>it</em> and <code>&lt;code&gt;</code></p>",
+            [p(tag("strong", "bold"), " and ", tag("em", "it"), " and ", tag("code", "<code>"))],
         ),
         (
             "[docs](https://example.com/a?b=1&c=2)",
             "markdown",
-            '<p><a href="https://example.com/a?b=1&amp;c=2" rel="noopener noreferrer">docs</a></p>',
+            [p(tag("a", "docs", href="https://example.com/a?b=1&c=2"))],
         ),
-        ("[x](javascript:alert(1))", "markdown", "<p>[x](javascript:alert(1))</p>"),
-        ('[x](/a" onclick="y)', "markdown", "<p>[x](/a&quot; onclick=&quot;y)</p>"),
-        ("<script>alert(1)</script>", "markdown", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
-        ("- one\n- **two**", "markdown", "<ul><li>one</li><li><strong>two</strong></li></ul>"),
-        ("", "markdown", ""),
+        (
+            "**[x](/a)** `*y*`",
+            "markdown",
+            [p(tag("strong", tag("a", "x", href="/a")), " ", tag("code", "*y*"))],
+        ),
+        ("[x](javascript:alert(1))", "markdown", [p("[x](javascript:alert(1))")]),
+        ("[x](JaVaScRiPt:alert)", "markdown", [p("[x](JaVaScRiPt:alert)")]),
+        ("[x](//evil.example)", "markdown", [p("[x](//evil.example)")]),
+        ("[x](/\\evil.example)", "markdown", [p("[x](/\\evil.example)")]),
+        ('[x](/a" onclick="y)', "markdown", [p('[x](/a" onclick="y)')]),
+        ("<script>alert(1)</script>", "markdown", [p("<script>alert(1)</script>")]),
+        (
+            "- one\n- **two**",
+            "markdown",
+            [tag("ul", tag("li", "one"), tag("li", tag("strong", "two")))],
+        ),
+        ("", "markdown", []),
     ],
 )
-def test_render_body_is_escaped_then_formatted(body: str, body_format: str, html: str) -> None:
-    assert render_body(body, body_format) == html
+def test_body_nodes_are_data_with_safe_links_only(
+    body: str, body_format: str, nodes: list[Any]
+) -> None:
+    assert body_nodes(body, body_format) == nodes
+
+
+UNSAFE_LINKS = [
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    " javascript:alert(1)",
+    "\tjavascript:alert(1)",
+    "java\tscript:alert(1)",
+    "java\nscript:alert(1)",
+    "\x01javascript:alert(1)",
+    "javascript\x00:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "DATA:text/html;base64,PHNjcmlwdD4=",
+    "vbscript:msgbox(1)",
+    "//evil.example/",
+    "/\\evil.example/",
+    "\\\\evil.example/",
+    "/\t/evil.example/",
+    "/\n/evil.example/",
+    "/\r/evil.example/",
+    "/\u00a0/evil.example/",
+    "https:evil.example",
+    "https://",
+    "https:///evil.example",
+    "ftp://example.com/",
+    "mailto:a@example.com",
+    "exports/1",
+    "?next=//evil",
+    "/" + "a" * 2000,
+]
+SAFE_LINKS = [
+    "/",
+    "/exports/?a=1#b",
+    "http://example.com",
+    "HTTPS://example.com/a b".replace(" ", "%20"),
+]
+
+
+@pytest.mark.parametrize("link", UNSAFE_LINKS)
+def test_check_link_refuses_unsafe_links(link: str) -> None:
+    assert not is_safe_link(link)
+    with pytest.raises(ValueError, match="link must be an http\\(s\\) URL or a path"):
+        check_link(link)
+
+
+@pytest.mark.parametrize("link", ["", *SAFE_LINKS])
+def test_check_link_accepts_http_urls_and_site_paths(link: str) -> None:
+    assert check_link(link) == link
+
+
+@pytest.mark.parametrize("link", UNSAFE_LINKS)
+def test_notification_model_validator_refuses_unsafe_links(link: str) -> None:
+    notification = Notification(title="t", link=link)
+    with pytest.raises(ValidationError) as caught:
+        notification.full_clean()
+    assert "Enter an http(s) URL or a path starting with '/'" in str(caught.value)
+
+
+@pytest.mark.parametrize("link", UNSAFE_LINKS)
+def test_notify_refuses_unsafe_links_before_writing(link: str) -> None:
+    bob = User.objects.create_user("bob")
+    with pytest.raises(ValueError, match="link must be"):
+        notify(bob, "t", link=link)
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("link", UNSAFE_LINKS)
+async def test_anotify_refuses_unsafe_links_before_writing(link: str) -> None:
+    bob = await User.objects.acreate(username="bob")
+    with pytest.raises(ValueError, match="link must be"):
+        await anotify(bob, "t", link=link)
+    assert not await Notification.objects.aexists()
+
+
+def test_send_refuses_a_row_with_an_unsafe_link_written_by_code() -> None:
+    notification = Notification.objects.create(title="t", link="javascript:alert(1)")
+    with pytest.raises(ValueError, match="link must be"):
+        send_notification(notification)
+    notification.refresh_from_db()
+    assert notification.sent_at is None
+    assert not NotificationSend.objects.exists()

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 
 from stream_app.backends import reset_backend
@@ -48,8 +48,17 @@ def test_publish_token_unset_refuses_every_bearer() -> None:
     assert post(Client(), {"channel": "news", "data": 1}, **TOKEN).status_code == 403
 
 
+def user_with(username: str, *codenames: str, **flags: Any) -> User:
+    """A user with these ``stream_app`` permissions (``publish``, ``publish_any``)."""
+    user = User.objects.create_user(username, password="pw", **flags)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="stream_app", codename__in=codenames)
+    )
+    return user
+
+
 def test_publish_staff_session_needs_csrf() -> None:
-    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    staff = user_with("staff", "publish", is_staff=True)
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
     response = post(client, {"channel": "news", "data": 1})
@@ -68,6 +77,71 @@ def test_publish_non_staff_session_is_forbidden() -> None:
     assert post(client, {"channel": "news", "data": 1}).status_code == 403
 
 
+# Who may publish where. "news" and "notifications" are PUBLIC_CHANNELS in the test settings;
+# "user:<superuser>", "staff" and "generation:x" are private. ``is_staff`` alone grants nothing
+# (as everywhere in Django): publishing is the permission ``stream_app.publish`` (public
+# channels) or ``stream_app.publish_any`` (every channel); superusers hold every permission.
+PUBLIC = ["news", "notifications"]
+PRIVATE = ["user:{boss}", "staff", "generation:x"]
+PUBLISHERS = [
+    ("anonymous", set()),
+    ("plain user", set()),
+    ("staff without permission", set()),
+    ("staff with publish", {*PUBLIC}),
+    ("staff with publish_any", {*PUBLIC, *PRIVATE}),
+    ("user with publish_any", {*PUBLIC, *PRIVATE}),
+    ("superuser", {*PUBLIC, *PRIVATE}),
+    ("token", {*PUBLIC, *PRIVATE}),
+]
+
+
+def publisher_client(who: str) -> tuple[Client, dict[str, str]]:
+    """A client (and headers) publishing as ``who``; CSRF is checked and passes."""
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["csrftoken"] = "c" * 32
+    headers = {"HTTP_X_CSRFTOKEN": "c" * 32}
+    users = {
+        "plain user": lambda: user_with("plain"),
+        "staff without permission": lambda: user_with("clerk", is_staff=True),
+        "staff with publish": lambda: user_with("editor", "publish", is_staff=True),
+        "staff with publish_any": lambda: user_with("ops", "publish_any", is_staff=True),
+        "user with publish_any": lambda: user_with("service", "publish_any"),
+        "superuser": lambda: User.objects.create_superuser("root", password="pw"),
+    }
+    if who == "token":
+        headers.update(TOKEN)
+    elif who in users:
+        client.force_login(users[who]())
+    return client, headers
+
+
+@pytest.mark.parametrize(("who", "allowed"), PUBLISHERS, ids=[who for who, _ in PUBLISHERS])
+def test_publish_permission_decides_the_channels(who: str, allowed: set[str]) -> None:
+    boss = User.objects.create_superuser("boss", password="pw")
+    client, headers = publisher_client(who)
+    got = {}
+    for template in PUBLIC + PRIVATE:
+        channel = template.format(boss=boss.pk)
+        response = post(client, {"channel": channel, "data": "x", "event": "e"}, **headers)
+        got[template] = response.status_code
+        if response.status_code == 403:
+            assert response.json()["error"] == "forbidden"
+            assert "stream_app.publish" in response.json()["message"]
+    assert got == {name: 201 if name in allowed else 403 for name in PUBLIC + PRIVATE}
+
+
+def test_publish_permissions_exist_with_their_names() -> None:
+    perms = dict(
+        Permission.objects.filter(
+            content_type__app_label="stream_app", codename__startswith="publish"
+        ).values_list("codename", "name")
+    )
+    assert perms == {
+        "publish": "Can publish events to public channels",
+        "publish_any": "Can publish events to any channel",
+    }
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -81,6 +155,7 @@ def test_publish_non_staff_session_is_forbidden() -> None:
         ({"channel": "news", "data": 1, "event": 5}, 400, "invalid_event"),
         ({"channel": "news", "data": 1, "filter": {"x__in": 1}}, 400, "invalid_filter"),
         ({"channel": "news", "data": 1, "filter": "x"}, 400, "invalid_filter"),
+        ({"channel": "news", "data": 1, "filter": {"plan__nee": "free"}}, 400, "invalid_filter"),
     ],
 )
 def test_publish_bad_input_is_a_clear_error(body: Any, status: int, code: str) -> None:
@@ -99,3 +174,12 @@ def test_publish_oversized_payload_is_413() -> None:
 
 def test_publish_needs_post() -> None:
     assert Client().get(URL, **TOKEN).status_code == 405
+
+
+def test_publish_filter_over_the_limits_is_refused() -> None:
+    # About 900 KB of filter: within the body limit, far over the filter limits.
+    huge = {"any": [{"plan": "x" * 100} for _ in range(8000)]}
+    response = post(Client(), {"channel": "news", "data": 1, "filter": huge}, **TOKEN)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_filter"
+    assert "more than 256 conditions" in response.json()["message"]

@@ -1,5 +1,6 @@
 """URLs of the test servers: the demo's, plus the views in tests.views under /t/."""
 
+from django.contrib.auth.views import LogoutView
 from django.urls import path
 
 from project.urls import urlpatterns as demo_urlpatterns
@@ -7,6 +8,8 @@ from tests import handshake_views, views
 
 urlpatterns = [
     *demo_urlpatterns,
+    # Django's own logout view (POST with the CSRF token), for tests/test_logout.py.
+    path("t/logout/", LogoutView.as_view(next_page="/")),
     path("t/push/", views.push),
     path("t/idle/", views.idle),
     path("t/last-id/", views.last_id),
@@ -15,6 +18,7 @@ urlpatterns = [
     path("t/batch/", views.batch),
     path("t/pusher/", views.pusher),
     path("t/failing/", views.failing),
+    path("t/unsent/", views.unsent),
     path("t/state/", views.state),
     path("t/reset/", views.reset),
     path("t/sse/iterable/", views.sse_iterable),

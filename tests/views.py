@@ -14,7 +14,7 @@ import httpx2
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from stream_app import SSEResponse, create_channel, create_response, create_session
-from stream_app.channels import channel_snapshot
+from stream_app.channels import channel_snapshot, get_channel
 from stream_app.protocol import Event
 from stream_app.responses import Stream
 from stream_app.sessions import QueueFull, Session, live_sessions, stats
@@ -142,6 +142,15 @@ async def failing(request: HttpRequest) -> HttpResponse:
         raise RuntimeError("secret detail")
 
     return await create_response(request, run)
+
+
+async def unsent(request: HttpRequest) -> HttpResponse:
+    """Register a session on ``beta``, then fail (``?fail=1``) or answer something else."""
+    session = await create_session(request)
+    get_channel("beta").register(session)
+    if request.GET.get("fail"):
+        raise RuntimeError("the view failed after creating its session")
+    return HttpResponse("not a stream")
 
 
 async def state(request: HttpRequest) -> JsonResponse:

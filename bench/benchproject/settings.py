@@ -5,9 +5,12 @@ demo (``STREAM_BACKEND``, ``REDIS_URL``, ``STREAM_KEY_PREFIX``, ``STREAM_KEEP_AL
 """
 
 from project.settings import *  # noqa: F403
+from project.settings import STREAM_APP
 
 DEBUG = False
 ROOT_URLCONF = "bench.benchproject.urls"
 # Nothing here touches the database (anonymous users, no session cookie): keep the repo's file
 # out of the way.
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# Every load-generator client comes from 127.0.0.1: no per-address cap on anonymous streams.
+STREAM_APP = {**STREAM_APP, "MAX_CONNECTIONS_PER_ADDRESS": None}

@@ -71,7 +71,10 @@ async def index(request: HttpRequest) -> HttpResponse:
         "model": model_name(),
         "offline": is_offline(),
     }
-    context = {"history": history, "config": config, "offline": is_offline()}
+    # The page's {% notifications_ui %} renders for this user: awaited here, since reading
+    # request.user in an async view would query the database synchronously.
+    user = await request.auser()
+    context = {"history": history, "config": config, "offline": is_offline(), "user": user}
     return render(request, "chat/index.html", context)
 
 

@@ -128,10 +128,20 @@
     input.focus();
   }
 
+  // Whoever may publish on a generation's channel can send "generation" events too: cancel
+  // (a request carrying the CSRF token) on this site only (StreamApp.post resumes likewise).
+  function sameOrigin(url) {
+    try {
+      return typeof url === "string" && new URL(url, location.href).origin === location.origin;
+    } catch (e) {
+      return false;
+    }
+  }
+
   function handlers(answer) {
     return {
       generation(meta) {
-        answer.cancelUrl = meta.cancel_url;
+        if (meta && sameOrigin(meta.cancel_url)) answer.cancelUrl = meta.cancel_url;
         answer.view.article.dataset.generation = meta.id;
       },
       token(data) {

@@ -4,7 +4,9 @@
  * Model output is untrusted: it may hold HTML, scripts or javascript: links (a prompt
  * injection only needs to ask for them). This renderer never parses HTML: it builds DOM nodes
  * and puts every piece of text in a text node, so "<script>" shows as those characters. Links
- * keep only http(s), mailto and same-site targets; anything else is shown as text.
+ * keep only http(s)://host, mailto, #fragment and same-site /path targets with no whitespace,
+ * control character or backslash (browsers read "/\host" as "//host", another site); anything
+ * else is shown as text.
  *
  * Supported: paragraphs, headings (#), fenced code blocks (```), bulleted and numbered lists,
  * block quotes, horizontal rules, and inline code, **bold**, *italic* / _italic_, [links](url).
@@ -15,7 +17,8 @@
 (function (global) {
   "use strict";
 
-  const SAFE_URL = /^(https?:\/\/|mailto:|\/(?!\/)|#)/i;
+  const SAFE_URL = /^(https?:\/\/[^\/?#]|mailto:|\/(?!\/)|#)/i;
+  const UNSAFE_CHAR = /[\s\u0000-\u001f\u007f-\u009f\\]/;
 
   function el(tag, className) {
     const node = document.createElement(tag);
@@ -46,7 +49,8 @@
   function link(m) {
     const label = m[1];
     const url = m[2];
-    if (!SAFE_URL.test(url)) return text(m[0]); // javascript:, data:... stay plain text
+    // javascript:, data:, //host, /\host... stay plain text
+    if (!SAFE_URL.test(url) || UNSAFE_CHAR.test(url)) return text(m[0]);
     const a = el("a");
     a.href = url;
     a.rel = "noopener noreferrer nofollow";

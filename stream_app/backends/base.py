@@ -8,11 +8,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "BackendUnavailable", "History", "Message", "id_key", "in_id_order"]
+__all__ = [
+    "MAX_ID_PART",
+    "Backend",
+    "BackendUnavailable",
+    "History",
+    "Message",
+    "NotServingStreams",
+    "id_key",
+    "in_id_order",
+]
 
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot publish now (e.g. Redis is unreachable); nothing was published."""
+
+
+class NotServingStreams(BackendUnavailable):
+    """A process-local backend was asked to publish where no stream is served (a management
+    command, a shell, a cron job, a task worker): nobody could receive it; nothing was published.
+    """
 
 
 @dataclass(slots=True)
@@ -52,12 +67,29 @@ class History:
     complete: bool
 
 
+#: Largest part of an id: Redis Stream ids are two unsigned 64-bit integers, and Redis refuses
+#: anything larger (memory ids stay far below).
+MAX_ID_PART = 2**64 - 1
+
+
 def id_key(event_id: str) -> tuple[int, ...] | None:
-    """Order key of a backend id (``<a>-<b>`` with integer parts), None if it is not one."""
+    """Order key of a backend id (``<a>-<b>``, ASCII digits each at most ``MAX_ID_PART``),
+    None if it is not one.
+
+    ``Last-Event-ID`` is client input: ``str.isdigit`` alone would accept ``"²"`` (which
+    ``int`` refuses) and Arabic-Indic digits, and parts past 64 bits make Redis fail.
+    """
     head, sep, tail = event_id.partition("-")
-    if not sep or not head.isdigit() or not tail.isdigit() or len(event_id) > 64:
+    if (
+        not sep
+        or len(event_id) > 64
+        or not (head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit())
+    ):
         return None
-    return (int(head), int(tail))
+    key = (int(head), int(tail))
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
+        return None
+    return key
 
 
 def in_id_order(messages: list[Message]) -> list[Message]:

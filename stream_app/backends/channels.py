@@ -26,6 +26,7 @@ from asgiref.sync import async_to_sync
 
 from ..conf import app_settings
 from ..lifecycle import spawn
+from ..redact import redact
 from .base import Backend, BackendUnavailable, History, Message
 
 __all__ = ["ChannelsBackend", "group_name"]
@@ -88,7 +89,9 @@ class ChannelsBackend(Backend):
         try:
             await self.layer.group_send(group_name(message.channel), self._payload(message))
         except OSError as exc:
-            raise BackendUnavailable(f"the channel layer is unreachable: {exc}") from exc
+            raise BackendUnavailable(
+                f"the channel layer is unreachable: {redact(str(exc))}"
+            ) from exc
         return message.id
 
     def publish_sync(self, message: Message) -> str:
@@ -99,7 +102,9 @@ class ChannelsBackend(Backend):
                 group_name(message.channel), self._payload(message)
             )
         except OSError as exc:
-            raise BackendUnavailable(f"the channel layer is unreachable: {exc}") from exc
+            raise BackendUnavailable(
+                f"the channel layer is unreachable: {redact(str(exc))}"
+            ) from exc
         return message.id
 
     def subscribe(self, channel: str) -> None:
@@ -135,7 +140,7 @@ class ChannelsBackend(Backend):
                 try:
                     data = await layer.receive(self._name)
                 except OSError as exc:
-                    logger.warning("channel layer receive failed (%s); retrying", exc)
+                    logger.warning("channel layer receive failed (%s); retrying", redact(str(exc)))
                     await asyncio.sleep(1.0)
                     continue
                 if data.get("type") == "stream_app.event":
@@ -157,7 +162,7 @@ class ChannelsBackend(Backend):
                 try:
                     await self._join(channel)
                 except OSError as exc:
-                    logger.warning("could not join the group of %r: %s", channel, exc)
+                    logger.warning("could not join the group of %r: %s", channel, redact(str(exc)))
             await asyncio.sleep(REJOIN_EVERY)
 
     async def history(self, channels: Iterable[str], after: str) -> History:

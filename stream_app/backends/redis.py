@@ -39,10 +39,14 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.retry import Retry
 
 from ..conf import app_settings
 from ..lifecycle import spawn
+from ..redact import redact, redact_url
 from .base import Backend, BackendUnavailable, History, Message, id_key, in_id_order
 
 __all__ = ["RedisBackend"]
@@ -74,6 +78,18 @@ return id
 """
 
 _NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.IncompleteReadError)
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 5.0,
+    "decode_responses": True,
+}
+# A pooled connection that Redis closed (a restart, an idle timeout) fails on first use with a
+# ConnectionError: the clients try once more, on a new connection (redis-py's asyncio pool does
+# not check a connection before use, and from_url sets no retry). Not on a timeout: a slow
+# command may still run, and a publish must not be made twice. (A server that dies between
+# running a publish and answering it could see it made twice: rare, and a duplicate with its
+# own id beats a lost event.)
+_RETRIED = (redis.ConnectionError,)
 
 
 class _RespError(Exception):
@@ -189,7 +205,9 @@ class RedisBackend(Backend):
             self._listener = None
             self._writer = None
             self._client = aredis.Redis.from_url(
-                self.url, socket_connect_timeout=1.0, socket_timeout=5.0, decode_responses=True
+                self.url,
+                retry=AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED),
+                **_CLIENT_OPTIONS,
             )
         return self._client
 
@@ -199,9 +217,8 @@ class RedisBackend(Backend):
             if self._sync_client is None:
                 self._sync_client = redis.Redis.from_url(
                     self.url,
-                    socket_connect_timeout=1.0,
-                    socket_timeout=5.0,
-                    decode_responses=True,
+                    retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
+                    **_CLIENT_OPTIONS,
                 )
             return self._sync_client
 
@@ -215,7 +232,7 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
             )
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
 
@@ -226,9 +243,15 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
             )
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        """The error for an unreachable Redis: where (without the password) and why."""
+        return BackendUnavailable(
+            f"Redis at {redact_url(self.url)} is unreachable: {redact(str(exc))}"
+        )
 
     # -- listening -----------------------------------------------------------------------------
 
@@ -334,7 +357,7 @@ class RedisBackend(Backend):
                 raise
             except (*_NETWORK_ERRORS, _RespError) as exc:
                 if self.connected:
-                    logger.warning("stream_app lost Redis (%s); reconnecting", exc)
+                    logger.warning("stream_app lost Redis (%s); reconnecting", redact(str(exc)))
                 self.connected = False
                 self.reconnects += 1
                 failed = True
@@ -444,7 +467,7 @@ class RedisBackend(Backend):
                 total += int(answer[1])
             await client.delete(reply)
         except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return total
 
     async def ping(self) -> bool:

@@ -17,6 +17,8 @@ code                       status  when
 ``bad_request``            400     the provider refused the request (HTTP 400/404/409/422),
                                    e.g. a context that is too long
 ``internal_error``         500     a bug on our side
+``generation_lost``        500     a generation's worker stopped and nothing can finish it
+                                   (it cannot be rerun, or its history is gone)
 =========================  ======  ==========================================================
 """
 
@@ -42,6 +44,7 @@ CODES: dict[str, tuple[int, str]] = {
     "upstream_auth": (502, "The model provider refused this server's credentials."),
     "bad_request": (400, "The model provider refused the request."),
     "internal_error": (500, "The answer failed on the server."),
+    "generation_lost": (500, "The answer was lost: the server that wrote it stopped."),
 }
 
 

@@ -16,6 +16,14 @@ Ownership: every event carries the filter ``{"owner": <digest>}``, an HMAC of th
 own digest in their state. Any worker can so tell who owns a generation from its history, and
 a session of someone else would receive nothing even if it joined the channel.
 
+The end is never lost: if the backend refuses the last event (Redis is down at that moment),
+this process's own listeners get it anyway (delivered here, without an id) so that their
+streams end, and it is published again every ``GENERATION_HEARTBEAT`` seconds (at most one) once
+the backend is back, still holding the lease, so that listeners on other workers and clients
+that resume learn it too (``_finish``). A generation that stopped without an end because its
+lease may be another worker's now is followed here like one running elsewhere
+(``takeover.follow``), so its local listeners see it continued, or told it is lost.
+
 Stopping: ``cancel()`` here, or a ``cancel`` event published by another worker (the producer
 polls its channel's history for it), or no listener on any worker for ``GENERATION_GRACE``
 seconds. Each closes the upstream request and ends with ``done`` (finish reason
@@ -36,13 +44,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.base import BackendUnavailable
+from django.core.serializers.json import DjangoJSONEncoder
+
+from ..backends.base import BackendUnavailable, Message
 from ..channels import Channel, get_channel
 from ..conf import app_settings
 from ..lifecycle import spawn
@@ -60,6 +71,7 @@ from .registry import (
     owner_digest,
     wait_for_listener,
 )
+from .takeover import follow
 from .watch import watch
 
 __all__ = [
@@ -228,6 +240,11 @@ class Generation:
             await self._produce(source)
         finally:
             _local.pop(self.id, None)
+        if self._lease_lost and self.result is None:
+            # Stopped without an end: another worker may run it now, or nobody (the backend
+            # was away from every worker). Watch it as one running elsewhere, so that this
+            # process's listeners see it continued (here, if need be) or are told it is lost.
+            follow(self.id)
 
     async def _produce(self, source: AsyncIterator[LLMEvent | RawChunk]) -> None:
         loop = asyncio.get_running_loop()
@@ -309,9 +326,7 @@ class Generation:
             if isinstance(terminal, Done):
                 # The whole answer, also when it was continued by another worker.
                 payload["text"] = self.result.text
-            await self._publish(terminal.event, payload)
-            if self.leased:
-                await leases.drop(self.id)
+            await self._finish(terminal.event, payload)
         except Exception:
             logger.exception("generation %s could not publish its end", self.id)
         first = self._first_token_at
@@ -319,6 +334,55 @@ class Generation:
             first - self._started_at if first is not None else None,
             terminal.tokens_per_second if isinstance(terminal, Done) else None,
         )
+
+    async def _finish(self, event: str, payload: dict[str, Any]) -> None:
+        """Publish the last event, then drop the lease; see the module docstring if it fails."""
+        try:
+            await self._publish(event, payload)
+        except (BackendUnavailable, _LeaseLost) as exc:
+            logger.warning(
+                "generation %s: its %s event could not be published (%s); ending this "
+                "process's streams with it, and publishing it once the backend is back",
+                self.id,
+                event,
+                str(exc) or "its lease expired",
+            )
+            channel = self.channel
+            data = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+            channel.fan_out(Message(channel.name, data, event, self.filter))
+            spawn(self._publish_end_later(event, payload))
+            return
+        if self.leased:
+            await leases.drop(self.id)
+
+    async def _publish_end_later(self, event: str, payload: dict[str, Any]) -> None:
+        """Publish the last event once the backend takes it (for up to ``HISTORY_TTL``)."""
+        loop = asyncio.get_running_loop()
+        period = min(float(app_settings.GENERATION_HEARTBEAT), 1.0)
+        deadline = loop.time() + float(app_settings.HISTORY_TTL)
+        while loop.time() < deadline:
+            await asyncio.sleep(period)
+            try:
+                # The lease first: a worker that took the generation over meanwhile runs it
+                # now and publishes its own end; two ends must not be published.
+                if self.leased and not await leases.reclaim(self.id):
+                    logger.info("generation %s: taken over elsewhere, which ends it", self.id)
+                    return
+                # A publish that timed out may have been made after all.
+                info = await lookup(self.id)
+                if info is None or not info.finished:
+                    await self.channel.abroadcast(payload, event, filter=self.filter)
+            except BackendUnavailable:
+                continue
+            logger.info("generation %s: its %s event was published late", self.id, event)
+            if self.leased:
+                try:
+                    await leases.drop(self.id)
+                except BackendUnavailable as exc:
+                    # Its keys expire with their TTLs; the history already says it finished.
+                    logger.warning("generation %s could not drop its lease: %s", self.id, exc)
+            return
+        logger.warning("generation %s: its %s event was never published", self.id, event)
 
     async def _leave(self) -> None:
         """End of a hand-over: release the lease (unless lost) so a resume takes over at once."""

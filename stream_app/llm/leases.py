@@ -37,6 +37,7 @@ from django.utils.module_loading import import_string
 from ..backends import get_backend
 from ..backends.base import BackendUnavailable
 from ..conf import app_settings
+from ..redact import redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -51,6 +52,7 @@ __all__ = [
     "dotted_path",
     "drop",
     "keep",
+    "reclaim",
     "register",
     "release",
     "state",
@@ -67,6 +69,15 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _REFRESH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Hold the lease again after an outage, unless another worker took it meanwhile.
+_RECLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -110,7 +121,7 @@ async def _call(coro: Any) -> Any:
     except (asyncio.CancelledError, BackendUnavailable):
         raise
     except Exception as exc:
-        raise BackendUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(redact(f"Redis: {type(exc).__name__}: {exc}")) from exc
 
 
 async def register(generation_id: str, record: dict[str, Any]) -> bool:
@@ -173,6 +184,16 @@ async def claim(generation_id: str) -> bool:
     client, prefix = redis
     key = f"{prefix}:{generation_id}:beat"
     return bool(await _call(client.set(key, WORKER, nx=True, px=_ttl_ms())))
+
+
+async def reclaim(generation_id: str) -> bool:
+    """Hold the lease again if it is still this worker's or nobody's; True off Redis."""
+    redis = _redis()
+    if redis is None:
+        return True
+    client, prefix = redis
+    key = f"{prefix}:{generation_id}:beat"
+    return bool(await _call(client.eval(_RECLAIM, 1, key, WORKER, str(_ttl_ms()))))
 
 
 async def release(generation_id: str) -> None:

@@ -21,7 +21,10 @@ text is carried over), and what the dead worker had read from upstream but not y
 Who notices: a resume request (the stream view), a cancel, the chat's page load, and
 ``follow``: while this worker has a session watching a generation that runs elsewhere it checks
 the heartbeat every ``GENERATION_HEARTBEAT`` seconds (one ``EXISTS``), so watchers that never
-reconnect see it continue too.
+reconnect see it continue too. When nothing can finish it any more (its worker is gone and it
+cannot be rerun, or its history is gone for longer than its worker would take to publish a
+late end) the watching sessions here get an ``error`` event with code ``generation_lost`` and
+their streams end: a stream never waits forever for an end that cannot come.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ import json
 import logging
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
 
 from ..backends import get_backend
-from ..backends.base import BackendUnavailable
-from ..channels import get_channel
+from ..backends.base import BackendUnavailable, Message
+from ..channels import Channel, get_channel
 from ..conf import app_settings
 from ..lifecycle import is_shutting_down, spawn
 from . import leases
+from .errors import error_event
 from .registry import GenerationInfo, channel_name, get_local, lookup
 
 __all__ = ["follow", "prefix_of", "take_over"]
@@ -133,17 +138,49 @@ def follow(generation_id: str) -> None:
 async def _follow(generation_id: str) -> None:
     channel = get_channel(channel_name(generation_id))
     period = float(app_settings.GENERATION_HEARTBEAT)
+    # How long the history may be missing (a Redis restart lost it) before the generation is
+    # lost: its worker, if alive, publishes a refused end again every period at most.
+    patience = 2 * float(app_settings.GENERATION_HEARTBEAT_TTL) + period
+    loop = asyncio.get_running_loop()
+    missing_since: float | None = None
+    unavailable = False
     try:
         while channel.session_count > 0 and get_local(generation_id) is None:
             await asyncio.sleep(period)
             try:
                 if await leases.alive(generation_id):
+                    missing_since = None
                     continue
                 info = await lookup(generation_id)
-                if info is None or info.finished:
+                if info is None:
+                    now = loop.time()
+                    missing_since = now if missing_since is None else missing_since
+                    if now - missing_since >= patience:
+                        _lost(channel, None)
+                        return
+                    continue
+                missing_since = None
+                if info.finished:
+                    return
+                if info.orphaned and info.record is None:
+                    _lost(channel, info.owner)
                     return
                 await take_over(info)
             except BackendUnavailable as exc:
-                logger.warning("generation %s follower: %s", generation_id, exc)
+                # Once per outage, not once per period.
+                if not unavailable:
+                    logger.warning("generation %s follower: %s", generation_id, exc)
+                unavailable = True
+            else:
+                unavailable = False
     finally:
         _followed.pop(generation_id, None)
+
+
+def _lost(channel: Channel, owner: str | None) -> None:
+    """End this process's streams of a generation that nothing can finish any more."""
+    logger.warning("%s: lost (its worker stopped and nothing can finish it)", channel.name)
+    payload = error_event("generation_lost").payload()
+    data = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+    spec = {"owner": owner} if owner is not None else None
+    channel.fan_out(Message(channel.name, data, "error", spec))

@@ -28,7 +28,7 @@ from ..backends.base import BackendUnavailable
 from ..channels import get_channel
 from ..filters import compile_filter
 from ..models import Notification, NotificationSend
-from .markup import render_body
+from .markup import body_nodes, check_link
 
 __all__ = [
     "EVENT",
@@ -118,7 +118,8 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
         "id": notification.pk,
         "title": notification.title,
         "body": notification.body,
-        "html": render_body(notification.body, notification.body_format),
+        # Data for createElement and text nodes, never HTML (markup.body_nodes).
+        "body_nodes": body_nodes(notification.body, notification.body_format),
         "level": notification.level,
         "link": notification.link,
         "channel": notification.channel,
@@ -138,7 +139,11 @@ class _Prepared:
 def _mark_sent(
     notification: Notification, sent_by: Any, sent_at: datetime, *, claim: bool
 ) -> _Prepared | None:
-    """Mark the row sent (conditionally when ``claim``) and read what the send needs."""
+    """Mark the row sent (conditionally when ``claim``) and read what the send needs.
+
+    Raises ValueError for an unsafe link: rows written by code skip the model's validators.
+    """
+    check_link(notification.link)
     rows = Notification.objects.filter(pk=notification.pk)
     if claim:
         rows = rows.filter(sent_at__isnull=True)
@@ -336,9 +341,10 @@ def _deliver_on_connect(notification: Notification, user: Any) -> None:
     )
 
 
-def _check_level(level: str) -> None:
+def _check(level: str, link: str) -> None:
     if level not in Notification.Level.values:
         raise ValueError(f"level must be one of {', '.join(Notification.Level.values)}")
+    check_link(link)
 
 
 def notify(
@@ -353,11 +359,14 @@ def notify(
 ) -> Notification:
     """Notify one user on their channel ``user:<pk>`` from anywhere; returns the notification.
 
+    Raises ValueError for an unknown level or a link that is not an http(s) URL or a path
+    starting with '/' (``markup.check_link``), before anything is written.
+
     Inside a transaction the broadcast waits for the commit (so the user can never be told about
     a row that is rolled back); a backend failure is logged and the user still gets it from the
     database when they next connect.
     """
-    _check_level(level)
+    _check(level, link)
     notification = _create_for(
         user, title, body, level, link=link, expires_at=expires_at, body_format=body_format
     )
@@ -384,7 +393,7 @@ async def anotify(
     body_format: str = Notification.BodyFormat.PLAIN,
 ) -> Notification:
     """The async form of ``notify``."""
-    _check_level(level)
+    _check(level, link)
     notification = await sync_to_async(_create_for)(
         user, title, body, level, link=link, expires_at=expires_at, body_format=body_format
     )

@@ -6,6 +6,11 @@ stream endpoint for the notification channels this user may read (``NOTIFICATION
 allowed by ``CAN_SUBSCRIBE``, plus ``user:<pk>``). A page that already has an ``EventSource``
 passes ``connect=False`` and hands its source over: ``streamNotifications.attach(source)``,
 the source being subscribed to ``data-channels``.
+
+The user is the context's ``user`` (what Django's ``auth`` context processor puts there), else
+``request.user``. An async view must put the user it awaited in the context
+(``{"user": await request.auser()}``): reading ``request.user`` there would query the database
+synchronously, which Django refuses with ``SynchronousOnlyOperation``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import inspect
 from typing import Any
 
 from django import template
+from django.core.exceptions import SynchronousOnlyOperation
 from django.middleware.csrf import get_token
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
@@ -56,11 +62,18 @@ def _url(name: str, fallback: str) -> str:
 def notifications_ui(
     context: template.Context, connect: bool = True, stream_url: str = ""
 ) -> dict[str, Any]:
-    """The notification UI for the request's user (needs the ``request`` context processor)."""
+    """The notification UI for the context's ``user`` (needs the ``request`` context processor)."""
     request = context["request"]
-    user = request.user
+    user: Any = context.get("user", request.user)
+    try:
+        channels = notification_channels(user)
+    except SynchronousOnlyOperation as exc:
+        raise SynchronousOnlyOperation(
+            "{% notifications_ui %} in an async view: put the user in the template context "
+            '({"user": await request.auser()}) instead of letting it read request.user'
+        ) from exc
     return {
-        "channels": " ".join(notification_channels(user)),
+        "channels": " ".join(channels),
         "stream_url": stream_url or _url("stream_app:stream", "/stream/"),
         "read_url": _url("stream_app:notifications_read", ""),
         "csrf_token": get_token(request),

@@ -1,7 +1,7 @@
 """``manage.py broadcast <channel> <data> [--event E] [--filter JSON]``: publish from scripts.
 
-Prints the event id. With the memory backend nothing outside this process receives it, so the
-command refuses unless ``--allow-local``.
+Prints the event id. With the memory backend no server would receive it (this process serves
+no streams): the command fails, naming the setting to change (``STREAM_APP["BACKEND"]``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...backends import get_backend
 from ...backends.base import BackendUnavailable
 from ...channels import ChannelNameError, MessageTooLarge, get_channel, validate_channel_name
 from ...filters import FilterError
@@ -32,11 +31,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--filter", default=None, help='session state filter as JSON: {"is_staff": true}'
         )
-        parser.add_argument(
-            "--allow-local",
-            action="store_true",
-            help="publish even on a process-local backend (reaches no server)",
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Validate, publish, print the id."""
@@ -50,11 +44,6 @@ class Command(BaseCommand):
                 spec = json.loads(options["filter"])
             except ValueError as exc:
                 raise CommandError(f"--filter is not JSON: {exc}") from exc
-        if get_backend().local_only and not options["allow_local"]:
-            raise CommandError(
-                "the backend is process-local (memory): no server would receive this. "
-                "Configure STREAM_APP['BACKEND'] (Redis) or pass --allow-local."
-            )
         try:
             event_id = channel.broadcast(options["data"], options["event"], filter=spec)
         except FilterError as exc:

@@ -7,6 +7,13 @@
  *
  * window.streamNotifications is the first UI on the page; use attach(eventSource) to feed it
  * from an EventSource the page already has (render the tag with connect=False).
+ *
+ * Every field of an event is untrusted: anyone who may publish can send any payload. Nothing
+ * here parses HTML: titles and text are text nodes, the body is built from "body_nodes"
+ * (stream_app.notifications.markup: strings and {tag, children, href}) with createElement and
+ * only the tags in TAGS, and a link becomes an href only if safeLink() accepts it (the same
+ * rule as markup.is_safe_link). An "html" field, if a publisher sends one, is ignored. The
+ * "stream:notification" DOM event carries the payload as received: untrusted as well.
  */
 (function () {
   "use strict";
@@ -15,6 +22,61 @@
   var READ_KEY = "stream_app.notifications.read";
   var TOAST_MS = 8000;
   var MAX_REMEMBERED = 200;
+  var LEVELS = new Set(["info", "success", "warning", "error"]);
+  var TAGS = new Set(["p", "br", "ul", "li", "strong", "em", "code", "a"]);
+  var MAX_DEPTH = 16;
+  // http(s)://host or /path; no whitespace, control character or backslash anywhere (so no
+  // javascript:, data:, //host, /\host, or a scheme behind a tab the URL parser would drop).
+  var UNSAFE_CHAR = /[\s\u0000-\u001f\u007f-\u009f\\]/;
+  var SAFE_START = /^(https?:\/\/[^\/?#]|\/(?!\/))/i;
+
+  function safeLink(value) {
+    return typeof value === "string" && value.length > 0 && value.length <= 2000 &&
+      !UNSAFE_CHAR.test(value) && SAFE_START.test(value);
+  }
+
+  function text(value) {
+    return typeof value === "string" ? value : value == null ? "" : String(value);
+  }
+
+  // Build a body from its nodes: strings become text nodes, known tags elements, links only
+  // with a safe href; an unknown tag or an unsafe link keeps just its text.
+  function appendNodes(parent, nodes, depth) {
+    if (!Array.isArray(nodes) || depth > MAX_DEPTH) return;
+    nodes.forEach(function (node) {
+      if (typeof node === "string") {
+        parent.appendChild(document.createTextNode(node));
+        return;
+      }
+      if (!node || typeof node !== "object") return;
+      var tag = typeof node.tag === "string" ? node.tag : "";
+      if (!TAGS.has(tag) || (tag === "a" && !safeLink(node.href))) {
+        appendNodes(parent, node.children, depth + 1);
+        return;
+      }
+      var el = document.createElement(tag);
+      if (tag === "a") {
+        el.href = node.href;
+        el.rel = "noopener noreferrer";
+      }
+      appendNodes(el, node.children, depth + 1);
+      parent.appendChild(el);
+    });
+  }
+
+  // A body without nodes (an older producer): its plain text, as markup.body_nodes does.
+  function plainNodes(body) {
+    return text(body).replace(/\r\n?/g, "\n").trim().split(/\n\s*\n/)
+      .filter(function (p) { return p; })
+      .map(function (p) {
+        var children = [];
+        p.split("\n").forEach(function (line, i) {
+          if (i) children.push({ tag: "br" });
+          children.push(line);
+        });
+        return { tag: "p", children: children };
+      });
+  }
 
   function remembered(key) {
     try {
@@ -103,20 +165,18 @@
 
   StreamNotifications.prototype.entry = function (n, tag) {
     var el = document.createElement(tag);
-    el.className = "sn-item sn-level-" + n.level + (n.read ? " sn-read" : "");
-    el.dataset.id = n.id;
+    var level = LEVELS.has(n.level) ? n.level : "info";
+    el.className = "sn-item sn-level-" + level + (n.read ? " sn-read" : "");
+    el.dataset.id = text(n.id);
     var title = document.createElement("strong");
     title.className = "sn-title";
-    title.textContent = n.title;
+    title.textContent = text(n.title);
     el.appendChild(title);
-    if (n.html) {
-      var body = document.createElement("div");
-      body.className = "sn-body";
-      // Server-rendered: escaped first, then a fixed set of tags (stream_app.notifications.markup).
-      body.innerHTML = n.html;
-      el.appendChild(body);
-    }
-    if (n.link) {
+    var body = document.createElement("div");
+    body.className = "sn-body";
+    appendNodes(body, Array.isArray(n.body_nodes) ? n.body_nodes : plainNodes(n.body), 0);
+    if (body.hasChildNodes()) el.appendChild(body);
+    if (safeLink(n.link)) {
       var link = document.createElement("a");
       link.className = "sn-link";
       link.href = n.link;

@@ -32,6 +32,9 @@
  *        resumeUrl: (meta) => meta.stream_url,  // meta: data of the first "generation" event
  *      });
  *
+ *    Without resumeUrl it resumes at meta.stream_url if that is on this site (the origin of
+ *    the page): event data is not trusted to send the page elsewhere.
+ *
  * Named events only reach the handlers in `on`; an `error` event from the server is a
  * MessageEvent with data, unlike EventSource's own connection errors, and only the former
  * reaches on.error.
@@ -53,6 +56,16 @@
       }
     }
     return text;
+  }
+
+  /** url if it is on the page's own origin, else null. */
+  function sameOrigin(url) {
+    try {
+      const origin = new URL(url, global.location.href).origin;
+      return typeof url === "string" && origin === global.location.origin ? url : null;
+    } catch (e) {
+      return null;
+    }
   }
 
   function backoff(attempt) {
@@ -310,7 +323,9 @@
         setState("closed");
         return;
       }
-      const resumeUrl = opts.resumeUrl ? opts.resumeUrl(meta || {}) : meta && meta.stream_url;
+      const resumeUrl = opts.resumeUrl
+        ? opts.resumeUrl(meta || {})
+        : sameOrigin(meta && meta.stream_url);
       if (!resumeUrl) {
         setState("closed");
         if (opts.onInterrupted) opts.onInterrupted();
