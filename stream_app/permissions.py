@@ -18,7 +18,9 @@ import inspect
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.module_loading import import_string
 
@@ -64,9 +66,15 @@ def csrf_passes(request: HttpRequest) -> bool:
     """Django's CSRF check, for a csrf_exempt view that also takes bearer-token callers.
 
     The check runs against a stand-in view: ``process_view`` skips csrf_exempt views entirely.
+    It reads the form field ``csrfmiddlewaretoken`` first; a form body it cannot parse (a
+    garbled multipart, too many fields, too large) fails the check instead of raising, so the
+    caller answers its JSON 403 rather than Django's HTML 400.
     """
     middleware = CsrfViewMiddleware(_csrf_protected)
-    return middleware.process_view(request, _csrf_protected, (), {}) is None
+    try:
+        return middleware.process_view(request, _csrf_protected, (), {}) is None
+    except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
+        return False
 
 
 def _publish_allowed(user: Any, channel: str | None) -> bool:

@@ -177,15 +177,14 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
                 f"the permission {PUBLISH} (public channels) or {PUBLISH_ANY}, "
                 "or the publish token, is required",
             )
+        # publish_view itself is csrf_exempt (token callers have no cookie): sessions must
+        # pass the check like any form.
+        if not csrf_passes(request):
+            return error(403, "csrf_failed", "CSRF verification failed")
     try:
-        # Before the CSRF check: it reads form fields, and only a JSON body is taken here.
         body = read_json(request, max_bytes=app_settings.MAX_MESSAGE_BYTES + 4096)
     except BodyError as exc:
         return exc.response()
-    # publish_view itself is csrf_exempt (token callers have no cookie): sessions must pass
-    # the check like any form.
-    if user is not None and not csrf_passes(request):
-        return error(403, "csrf_failed", "CSRF verification failed")
     if not isinstance(body, dict) or "channel" not in body or "data" not in body:
         return error(400, "invalid_request", "send an object with 'channel' and 'data'")
     unknown = set(body) - {"channel", "data", "event", "filter"}

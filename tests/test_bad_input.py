@@ -176,6 +176,18 @@ async def test_a_cross_site_text_plain_post_by_staff_publishes_nothing() -> None
     assert error_of(response, 403) == "csrf_failed"
 
 
+async def test_a_garbled_multipart_post_by_staff_is_a_json_403() -> None:
+    # The CSRF check reads form fields first: a body it cannot parse fails it, answered in JSON.
+    client = await client_as("staff")
+    response = await client.generic(
+        "POST",
+        "/stream/publish/",
+        b"--x\r\nContent-Disposition: form-data\r\n\r\nnot closed",
+        content_type="multipart/form-data; boundary=",
+    )
+    assert error_of(response, 403) == "csrf_failed"
+
+
 async def test_a_disallowed_host_is_a_json_400() -> None:
     response = await AsyncClient().get("/stream/health/", headers={"Host": "evil.example"})
     assert error_of(response, 400) == "bad_request"

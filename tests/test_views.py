@@ -524,7 +524,9 @@ async def test_stream_view_that_runs_on_after_its_client_left_gives_its_slot_bac
 
     with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=1, CONNECT_HOOKS=[]):
         for _ in range(3):
-            request = AsyncRequestFactory().get("/sse/?channel=alpha", REMOTE_ADDR="10.9.0.1")
+            request = AsyncRequestFactory().get("/sse/?channel=alpha")
+            # An address of this test's own: other tests' streams hold slots for 127.0.0.1.
+            request.META["REMOTE_ADDR"] = "10.9.0.1"
             request.auser = anonymous  # type: ignore[attr-defined]
             with sessions.track_sessions() as created:
                 # The handler gave up on the request (the client left) before the view ran,
