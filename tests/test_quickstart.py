@@ -107,6 +107,16 @@ class Project:
         return proc
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server as a user would (SIGTERM), killing it if it does not exit in time."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def apply_file_block(project: Project, block: Block) -> None:
     """Append the block to, or write it as, the file the README names."""
     assert block.path is not None, "append/write blocks name a file"
@@ -267,12 +277,7 @@ def test_quickstart_broadcast_from_another_process_reaches_the_stream(
                 first = read_until(ticks.iter_sse(), "tick")
                 assert json.loads(first.data) == {"n": 10}  # type: ignore[attr-defined]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def test_quickstart_memory_backend_refuses_a_publish_from_another_process(
@@ -324,10 +329,5 @@ def test_quickstart_javascript_receives_the_broadcast_in_chromium(
                 page.wait_for_timeout(50)
             browser.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
     assert logged == [{"title": "Hello"}]
