@@ -210,8 +210,6 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         return error(400, "invalid_filter", str(exc))
     except MessageTooLarge as exc:
         return error(413, "too_large", str(exc))
-    except UnicodeEncodeError as exc:
-        return error(400, "invalid_data", f"data is not valid Unicode text: {exc}")
     except ValueError as exc:
         return error(400, "invalid_event", str(exc))
     except BackendUnavailable as exc:
