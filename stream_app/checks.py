@@ -99,7 +99,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     merged = {**DEFAULTS, **value}
-    for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES"):
+    for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES", "REDIS_MAX_CONNECTIONS"):
         if not isinstance(merged[key], int) or merged[key] < 1:
             errors.append(_range_error(key, "a positive integer", merged[key]))
     threshold = merged["GC_THRESHOLD"]
