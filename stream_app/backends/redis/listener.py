@@ -84,6 +84,7 @@ class Listener:
         self._confirmed: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._started_ms = time.time_ns() // 1_000_000
+        self._closed = False
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -153,7 +154,7 @@ class Listener:
         failures = 0
         logged = -LOG_EVERY
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             pubsub = self.client.pubsub()
             try:
                 await self._connect(pubsub, failures > 0)
@@ -276,10 +277,15 @@ class Listener:
 
     async def aclose(self) -> None:
         """Stop listening and close the listener's connections."""
+        self._closed = True
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            # A cancellation can be swallowed inside redis-py's connect (its timeouts turn a
+            # cancel that meets an expiry into an error): cancel until the task has ended.
+            while not self.task.done():
+                self.task.cancel()
+                await asyncio.wait({self.task}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self.task.result()
             self.task = None
         self.connected = False
         with contextlib.suppress(Exception):
