@@ -107,8 +107,9 @@ async def test_redis_every_key_has_a_ttl(backend: RedisBackend, redis_server: Re
         await publish(backend, channel, "x")
     client = redis.Redis(port=redis_server.port)
     try:
-        keys = list(client.scan_iter(f"{backend.prefix}:*"))
-        assert len(keys) == 4
+        keys = {key.decode() for key in client.scan_iter(f"{backend.prefix}:*")}
+        names = ("s:k1", "s:k2", "last", "epoch", "primary")
+        assert keys == {f"{backend.prefix}:{name}" for name in names}
         assert all(0 < client.pttl(key) <= 24 * 3600 * 1000 for key in keys)
     finally:
         client.close()
@@ -205,4 +206,31 @@ async def test_redis_unencodable_publish_is_refused_and_never_recorded(
     history = await backend.history(["surrogate"], first)
     assert history.complete
     assert [(m.data, m.id) for m in history.messages] == [("second", second)]
+    await backend.aclose()
+
+
+async def test_redis_change_of_server_makes_ids_it_may_have_lost_a_reset(
+    backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """A new server under the same history (failover, restart with persistence) is noticed
+    on the next new connection: an id the old one may have issued after the last one this one
+    has is refused as incomplete; ids from before, and new ones, replay as usual."""
+    kept = await publish(backend, "h", "kept")
+    ms, _, seq = kept.partition("-")
+    # An id the old server issued to a client after ``kept``, lost with it.
+    lost = f"{ms}-{int(seq) + 1}"
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.set(f"{backend.prefix}:primary", "a-server-that-is-gone")
+    finally:
+        client.close()
+    await backend.client().connection_pool.disconnect()
+    after = await publish(backend, "h", "after")
+    assert id_key(after) > id_key(lost)  # type: ignore[operator]
+    gap = await backend.history(["h"], lost)
+    assert not gap.complete
+    assert [m.data for m in gap.messages] == ["after"]
+    intact = await backend.history(["h"], kept)
+    assert intact.complete
+    assert [m.id for m in intact.messages] == [after]
     await backend.aclose()

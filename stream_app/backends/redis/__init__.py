@@ -37,52 +37,11 @@ from ...redact import redact
 from ..base import Backend, BackendUnavailable, History, Message, id_key
 from .connection import target
 from .listener import NETWORK_ERRORS, Listener, merged
+from .scripts import PUBLISH_SCRIPT, TAKEOVER_SCRIPT, in_hole, trimmed_after
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("stream_app")
-
-PUBLISH_SCRIPT = """
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seq = 0
-local last = redis.call('GET', KEYS[2])
-if last then
-  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-  lms = tonumber(lms)
-  if ms <= lms then
-    ms = lms
-    seq = tonumber(lseq) + 1
-  end
-else
-  redis.call('SET', KEYS[3], string.format('%d', ms), 'PX', ARGV[3])
-end
-local id = string.format('%d-%d', ms, seq)
-redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'm', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[1])
-return id
-"""
-
-
-def _trimmed_after(info: dict[str, Any], key: tuple[int, ...]) -> bool:
-    """Whether ``XINFO STREAM`` shows entries newer than ``key`` may have been trimmed.
-
-    ``MAXLEN`` trimming does not move ``max-deleted-entry-id`` (only XDEL does), so: entries
-    were removed (more added than remain) and the oldest one left is newer than ``key``.
-    Trimming removes the oldest first, so anything removed is older than that entry; when
-    it is newer than ``key``, some of what was removed may be too.
-    """
-    deleted = id_key(str(info.get("max-deleted-entry-id") or "0-0"))
-    if deleted is not None and deleted > key:
-        return True
-    first = info.get("first-entry")
-    if not first or int(info.get("entries-added") or 0) <= int(info.get("length") or 0):
-        return False
-    first_key = id_key(str(first[0]))
-    return first_key is not None and first_key > key
 
 
 class RedisBackend(Backend):
@@ -128,7 +87,30 @@ class RedisBackend(Backend):
         return f"{self.prefix}:ctl"
 
     def _keys(self, channel: str) -> list[str]:
-        return [self.stream_key(channel), f"{self.prefix}:last", f"{self.prefix}:epoch"]
+        return [
+            self.stream_key(channel),
+            f"{self.prefix}:last",
+            f"{self.prefix}:epoch",
+            f"{self.prefix}:primary",
+        ]
+
+    def _takeover_args(self) -> list[Any]:
+        keys = [f"{self.prefix}:primary", f"{self.prefix}:last", self.holes_key]
+        return ["EVAL", TAKEOVER_SCRIPT, 3, *keys, int(app_settings.HISTORY_TTL * 1000)]
+
+    @property
+    def holes_key(self) -> str:
+        """The list of id ranges a change of server may have lost (``scripts``)."""
+        return f"{self.prefix}:holes"
+
+    async def setup_connection(self, connection: Any) -> None:
+        """Before a new connection's first command: note a change of server (``scripts``)."""
+        await connection.send_command(*self._takeover_args())
+        await connection.read_response()
+
+    def _setup_sync_connection(self, connection: Any) -> None:
+        connection.send_command(*self._takeover_args())
+        connection.read_response()
 
     def _args(self, message: Message) -> list[Any]:
         ttl_ms = int(app_settings.HISTORY_TTL * 1000)
@@ -144,7 +126,7 @@ class RedisBackend(Backend):
             if self._listener is not None:
                 self._reconnects_before += self._listener.reconnects
             self._listener = None
-            self._client = self.target.async_client()
+            self._client = self.target.async_client(setup=self.setup_connection)
         return self._client
 
     def listener(self) -> Listener:
@@ -159,7 +141,7 @@ class RedisBackend(Backend):
         """The synchronous client for publishing from sync code."""
         with self._sync_lock:
             if self._sync_client is None:
-                self._sync_client = self.target.sync_client()
+                self._sync_client = self.target.sync_client(self._setup_sync_connection)
             return self._sync_client
 
     # -- publishing ----------------------------------------------------------------------------
@@ -169,7 +151,7 @@ class RedisBackend(Backend):
         client = self.client()
         try:
             event_id = await client.eval(
-                PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
+                PUBLISH_SCRIPT, 4, *self._keys(message.channel), *self._args(message)
             )
         except (*NETWORK_ERRORS, redis.RedisError) as exc:
             raise self._unavailable(exc) from exc
@@ -180,7 +162,7 @@ class RedisBackend(Backend):
         """``publish`` for sync code, on a blocking client (safe in any thread)."""
         try:
             event_id = self.sync_client().eval(
-                PUBLISH_SCRIPT, 3, *self._keys(message.channel), *self._args(message)
+                PUBLISH_SCRIPT, 4, *self._keys(message.channel), *self._args(message)
             )
         except (*NETWORK_ERRORS, redis.RedisError) as exc:
             raise self._unavailable(exc) from exc
@@ -238,17 +220,20 @@ class RedisBackend(Backend):
         client = self.client()
         async with client.pipeline(transaction=False) as pipe:
             pipe.get(f"{self.prefix}:epoch")
+            pipe.lrange(self.holes_key, 0, -1)
             for name in names:
                 pipe.xrange(self.stream_key(name), f"({after}", "+")
                 pipe.xinfo_stream(self.stream_key(name))
             results = await pipe.execute(raise_on_error=False)
-        epoch = results[0]
+        epoch, holes = results[0], results[1]
         complete = epoch is not None and int(epoch) <= key[0]
-        entries, infos = results[1::2], results[2::2]
+        if isinstance(holes, list) and in_hole(holes, key):
+            complete = False
+        entries, infos = results[2::2], results[3::2]
         for found in entries:
             if isinstance(found, Exception):
                 raise found
-        if any(isinstance(info, dict) and _trimmed_after(info, key) for info in infos):
+        if any(isinstance(info, dict) and trimmed_after(info, key) for info in infos):
             complete = False
         return History(merged(names, entries), complete)
 

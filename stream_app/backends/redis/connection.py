@@ -26,6 +26,7 @@ that many connections per worker and loop. With Sentinel the pool is redis-py's
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -84,11 +85,22 @@ class Target:
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"{SENTINEL_SCHEME}://{hosts}/{self.service}/{self.db}"
 
-    def async_client(self, retries: int = 1) -> aredis.Redis:
-        """A new asyncio client with its own pool; ``retries``: tries more on a ConnectionError."""
+    def async_client(
+        self, retries: int = 1, setup: Callable[[Any], Awaitable[None]] | None = None
+    ) -> aredis.Redis:
+        """A new asyncio client with its own pool; ``retries``: tries more on a ConnectionError;
+        ``setup(connection)`` runs on each new connection before its first command."""
         retry = AsyncRetry(NoBackoff(), retries, supported_errors=_RETRIED)
+        extra: dict[str, Any] = {"retry": retry}
+        if setup is not None:
+
+            async def connected(connection: Any) -> None:
+                await connection.on_connect()
+                await setup(connection)
+
+            extra["redis_connect_func"] = connected
         if self.sentinels:
-            options = {**_options(), "db": self.db, **self.options, "retry": retry}
+            options = {**_options(), "db": self.db, **self.options, **extra}
             sentinel_options = options.pop("sentinel_kwargs", None)
             manager = AsyncSentinel(  # type: ignore[no-untyped-call]
                 self.sentinels, sentinel_kwargs=sentinel_options, **options
@@ -99,15 +111,23 @@ class Target:
             str(self.url),
             max_connections=int(app_settings.REDIS_MAX_CONNECTIONS),
             timeout=READ_TIMEOUT,
-            **{**_options(), **self.options, "retry": retry},
+            **{**_options(), **self.options, **extra},
         )
         return aredis.Redis.from_pool(pool)
 
-    def sync_client(self) -> redis.Redis:
+    def sync_client(self, setup: Callable[[Any], None] | None = None) -> redis.Redis:
         """A blocking client (publishing from sync code), retried once like the asyncio one."""
         retry = Retry(NoBackoff(), 1, supported_errors=_RETRIED)
+        extra: dict[str, Any] = {"retry": retry}
+        if setup is not None:
+
+            def connected(connection: Any) -> None:
+                connection.on_connect()
+                setup(connection)
+
+            extra["redis_connect_func"] = connected
         if self.sentinels:
-            options = {**_options(), "db": self.db, **self.options, "retry": retry}
+            options = {**_options(), "db": self.db, **self.options, **extra}
             sentinel_options = options.pop("sentinel_kwargs", None)
             manager = Sentinel(  # type: ignore[no-untyped-call]
                 self.sentinels, sentinel_kwargs=sentinel_options, **options
@@ -120,7 +140,7 @@ class Target:
             str(self.url),
             max_connections=int(app_settings.REDIS_MAX_CONNECTIONS),
             timeout=READ_TIMEOUT,
-            **{**_options(), **self.options, "retry": retry},
+            **{**_options(), **self.options, **extra},
         )
         return redis.Redis.from_pool(pool)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ import redis.asyncio as aredis
 from ...lifecycle import spawn
 from ...redact import redact
 from ..base import Message, id_key, in_id_order
+from .scripts import in_hole
 
 if TYPE_CHECKING:
     from . import RedisBackend
@@ -70,7 +72,7 @@ class Listener:
     def __init__(self, backend: RedisBackend, control: Callable[[str], None]) -> None:
         self.backend = backend
         self.control = control
-        self.client: aredis.Redis = backend.target.async_client(retries=0)
+        self.client: aredis.Redis = backend.target.async_client(0, backend.setup_connection)
         self.wanted: set[str] = set()
         self.connected = False
         self.reconnects = 0
@@ -215,7 +217,21 @@ class Listener:
             await pubsub.subscribe(*keys)
             self._sent = keys
             self._pubsub = pubsub
+        if self.wanted and self.last_key is not None:
+            holes = await self.client.lrange(self.backend.holes_key, 0, -1)
+            if in_hole([str(h) for h in holes], self.last_key):
+                self._lost()
         await self._catch_up()
+
+    def _lost(self) -> None:
+        """Redis changed server and the new one lacks events after the last one delivered
+        here (``scripts``): tell every session, which cannot get them back, with a ``reset``."""
+        logger.warning(
+            "stream_app: Redis changed server; events after %s may be lost", self.last_id
+        )
+        body = json.dumps({"reason": "history_lost", "last_event_id": self.last_id})
+        for channel in list(self.wanted):
+            self.backend.deliver(Message(channel, body, "reset"))
 
     async def _read(self, pubsub: aredis.client.PubSub) -> None:
         loop = asyncio.get_running_loop()
