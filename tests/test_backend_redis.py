@@ -209,12 +209,12 @@ async def test_redis_unencodable_publish_is_refused_and_never_recorded(
     await backend.aclose()
 
 
-async def test_redis_change_of_server_makes_ids_it_may_have_lost_a_reset(
+async def test_redis_change_of_server_makes_crossing_what_it_may_have_lost_a_reset(
     backend: RedisBackend, redis_server: RedisServer
 ) -> None:
     """A new server under the same history (failover, restart with persistence) is noticed
-    on the next new connection: an id the old one may have issued after the last one this one
-    has is refused as incomplete; ids from before, and new ones, replay as usual."""
+    on the next new connection: a client that would cross what the old one may have issued
+    after this one's last id gets an incomplete history (a reset); new ids replay as usual."""
     kept = await publish(backend, "h", "kept")
     ms, _, seq = kept.partition("-")
     # An id the old server issued to a client after ``kept``, lost with it.
@@ -227,10 +227,12 @@ async def test_redis_change_of_server_makes_ids_it_may_have_lost_a_reset(
     await backend.client().connection_pool.disconnect()
     after = await publish(backend, "h", "after")
     assert id_key(after) > id_key(lost)  # type: ignore[operator]
-    gap = await backend.history(["h"], lost)
-    assert not gap.complete
-    assert [m.data for m in gap.messages] == ["after"]
-    intact = await backend.history(["h"], kept)
-    assert intact.complete
-    assert [m.id for m in intact.messages] == [after]
+    for position in (lost, kept):
+        crossing = await backend.history(["h"], position)
+        assert not crossing.complete
+        assert [m.data for m in crossing.messages] == ["after"]
+    later = await publish(backend, "h", "later")
+    beyond = await backend.history(["h"], after)
+    assert beyond.complete
+    assert [m.id for m in beyond.messages] == [later]
     await backend.aclose()

@@ -37,7 +37,7 @@ from ...redact import redact
 from ..base import Backend, BackendUnavailable, History, Message, id_key
 from .connection import target
 from .listener import NETWORK_ERRORS, Listener, merged
-from .scripts import PUBLISH_SCRIPT, TAKEOVER_SCRIPT, in_hole, trimmed_after
+from .scripts import PUBLISH_SCRIPT, TAKEOVER_SCRIPT, crosses_hole, trimmed_after
 
 __all__ = ["RedisBackend"]
 
@@ -227,7 +227,7 @@ class RedisBackend(Backend):
             results = await pipe.execute(raise_on_error=False)
         epoch, holes = results[0], results[1]
         complete = epoch is not None and int(epoch) <= key[0]
-        if isinstance(holes, list) and in_hole(holes, key):
+        if isinstance(holes, list) and crosses_hole(holes, key):
             complete = False
         entries, infos = results[2::2], results[3::2]
         for found in entries:

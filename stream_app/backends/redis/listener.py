@@ -35,7 +35,7 @@ import redis.asyncio as aredis
 from ...lifecycle import spawn
 from ...redact import redact
 from ..base import Message, id_key, in_id_order
-from .scripts import in_hole
+from .scripts import crosses_hole
 
 if TYPE_CHECKING:
     from . import RedisBackend
@@ -219,7 +219,7 @@ class Listener:
             self._pubsub = pubsub
         if self.wanted and self.last_key is not None:
             holes = await self.client.lrange(self.backend.holes_key, 0, -1)
-            if in_hole([str(h) for h in holes], self.last_key):
+            if crosses_hole([str(h) for h in holes], self.last_key):
                 self._lost()
         await self._catch_up()
 

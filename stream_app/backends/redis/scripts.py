@@ -9,8 +9,8 @@ When that changes while a history exists (a Sentinel failover promoted a replica
 persistence restarted), the events the previous server issued after the last id this one has
 may be lost (not replicated, not yet on disk): the script records the hole ``(last id, now)``
 and moves the counter to ``now``, so new ids sort after anything the lost server could have
-issued (given clocks that agree within the failover time) and a client whose
-``Last-Event-ID`` falls in the hole gets ``reset`` instead of a silent gap.
+issued (given clocks that agree within the failover time), and a client that resumes from
+before the end of the hole (it would cross it) gets ``reset`` instead of a silent gap.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from ..base import id_key
 
-__all__ = ["PUBLISH_SCRIPT", "TAKEOVER_SCRIPT", "in_hole", "trimmed_after"]
+__all__ = ["PUBLISH_SCRIPT", "TAKEOVER_SCRIPT", "crosses_hole", "trimmed_after"]
 
 TAKEOVER_SCRIPT = """
 local info = redis.call('INFO', 'server')
@@ -85,11 +85,11 @@ def trimmed_after(info: dict[str, Any], key: tuple[int, ...]) -> bool:
     return first_key is not None and first_key > key
 
 
-def in_hole(holes: list[str], key: tuple[int, ...]) -> bool:
-    """Whether ``key`` lies strictly inside one of the recorded ``"<from> <to>"`` holes."""
+def crosses_hole(holes: list[str], key: tuple[int, ...]) -> bool:
+    """Whether going on from ``key`` crosses one of the recorded ``"<from> <to>"`` holes: a
+    client at or before ``<to>`` may have missed events that no server has any more."""
     for hole in holes:
-        low, _, high = hole.partition(" ")
-        low_key, high_key = id_key(low), id_key(high)
-        if low_key is not None and high_key is not None and low_key < key < high_key:
+        high = id_key(hole.partition(" ")[2])
+        if high is not None and key < high:
             return True
     return False
