@@ -87,6 +87,7 @@ class Listener:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._started_ms = time.time_ns() // 1_000_000
         self._closed = False
+        self._reported: set[str] = set()
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -218,9 +219,11 @@ class Listener:
             self._sent = keys
             self._pubsub = pubsub
         if self.wanted and self.last_key is not None:
-            holes = await self.client.lrange(self.backend.holes_key, 0, -1)
-            if crosses_hole([str(h) for h in holes], self.last_key):
+            holes = {str(h) for h in await self.client.lrange(self.backend.holes_key, 0, -1)}
+            # Each hole once: a second reconnect before anything new was delivered is no news.
+            if crosses_hole(list(holes - self._reported), self.last_key):
                 self._lost()
+            self._reported |= holes
         await self._catch_up()
 
     def _lost(self) -> None:
