@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -236,3 +237,25 @@ async def test_redis_change_of_server_makes_crossing_what_it_may_have_lost_a_res
     assert beyond.complete
     assert [m.id for m in beyond.messages] == [later]
     await backend.aclose()
+
+
+async def test_redis_publish_burst_waits_for_the_bounded_pool(redis_server: RedisServer) -> None:
+    """More concurrent publishes than REDIS_MAX_CONNECTIONS: each waits for a connection (no
+    "too many connections" error) and Redis never sees more than the cap from the pool."""
+    options = {
+        "REDIS_URL": redis_server.url,
+        "KEY_PREFIX": f"pool{time.monotonic_ns()}",
+        "REDIS_MAX_CONNECTIONS": 3,
+    }
+    client = redis.Redis(port=redis_server.port)
+    try:
+        before = len(client.client_list())
+        with override_settings(STREAM_APP=options):
+            backend = RedisBackend()
+            ids = await asyncio.gather(*(publish(backend, "burst", str(i)) for i in range(200)))
+            during = len(client.client_list())
+            await backend.aclose()
+        assert len(set(ids)) == 200
+        assert during - before <= 3
+    finally:
+        client.close()

@@ -15,7 +15,9 @@ Commands (publish, history, counts) go through redis-py's asyncio client; ``conn
 both from the settings (URL, TLS, Sentinel, pool). ``redis`` is imported only in this package.
 
 Keys (all with a TTL): ``{prefix}:s:{channel}`` stream, ``{prefix}:last`` last id,
-``{prefix}:epoch`` when the current id sequence began, ``{prefix}:reply:{uuid}`` count replies.
+``{prefix}:epoch`` when the current id sequence began, ``{prefix}:primary`` the server that
+holds the history and ``{prefix}:holes`` what a change of server may have lost (``scripts``),
+``{prefix}:reply:{uuid}`` count replies.
 """
 
 from __future__ import annotations
