@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -259,3 +261,38 @@ async def test_redis_publish_burst_waits_for_the_bounded_pool(redis_server: Redi
         assert during - before <= 3
     finally:
         client.close()
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[Path]:
+    """A redis-server listening on a Unix socket only."""
+    path = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(path), "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield path
+    proc.kill()
+    proc.wait(10)
+
+
+async def test_redis_over_a_unix_socket(unix_redis: Path) -> None:
+    options = {"REDIS_URL": f"unix://{unix_redis}?db=0", "KEY_PREFIX": "unix"}
+    with override_settings(STREAM_APP=options):
+        backend = RedisBackend()
+        got: list[Message] = []
+        backend.deliver = got.append
+        backend.subscribe("u")
+        assert await backend.ready("u", 5)
+        sent = await publish(backend, "u", "over unix")
+        assert backend.publish_sync(Message("u", "sync"))
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [m.data for m in got] == ["over unix", "sync"]
+        assert (await backend.history(["u"], "0-0")).messages[0].id == sent
+        await backend.aclose()

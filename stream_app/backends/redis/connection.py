@@ -56,15 +56,18 @@ _RETRIED = (redis.ConnectionError,)
 SENTINEL_SCHEME = "redis+sentinel"
 
 
-def _options() -> dict[str, Any]:
-    return {
+def _options(tcp: bool = True) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": READ_TIMEOUT,
-        "socket_keepalive": True,
-        "socket_keepalive_options": {getattr(socket, k): v for k, v in _KEEPALIVE.items()},
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "decode_responses": True,
     }
+    if tcp:
+        # (A Unix socket has no keepalive: its peer is on this host.)
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = {getattr(socket, k): v for k, v in _KEEPALIVE.items()}
+    return options
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class Target:
     service: str | None = None
     db: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tcp(self) -> bool:
+        """False for a ``unix://`` URL."""
+        return not (self.url or "").startswith("unix:")
 
     def describe(self) -> str:
         """Where, for messages: the URL without its password, or the Sentinel service."""
@@ -111,7 +119,7 @@ class Target:
             str(self.url),
             max_connections=int(app_settings.REDIS_MAX_CONNECTIONS),
             timeout=READ_TIMEOUT,
-            **{**_options(), **self.options, **extra},
+            **{**_options(self.tcp), **self.options, **extra},
         )
         return aredis.Redis.from_pool(pool)
 
@@ -140,7 +148,7 @@ class Target:
             str(self.url),
             max_connections=int(app_settings.REDIS_MAX_CONNECTIONS),
             timeout=READ_TIMEOUT,
-            **{**_options(), **self.options, **extra},
+            **{**_options(self.tcp), **self.options, **extra},
         )
         return redis.Redis.from_pool(pool)
 
