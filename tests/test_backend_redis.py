@@ -296,3 +296,26 @@ async def test_redis_over_a_unix_socket(unix_redis: Path) -> None:
         assert [m.data for m in got] == ["over unix", "sync"]
         assert (await backend.history(["u"], "0-0")).messages[0].id == sent
         await backend.aclose()
+
+
+async def test_redis_listener_failing_otherwise_logs_and_restarts(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only network errors: whatever stops the listener (here a connection option
+    redis-py refuses) is logged, without the password, and the listener tries again."""
+    url = redis_server.url.replace("redis://", "redis://:pw-123456@")
+    options = {"REDIS_URL": url, "REDIS_OPTIONS": {"no_such_option": 1}, "KEY_PREFIX": "bad"}
+    with override_settings(STREAM_APP=options), caplog.at_level(logging.INFO, "stream_app"):
+        backend = RedisBackend()
+        backend.subscribe("x")
+        for _ in range(100):
+            if backend.reconnects >= 3:
+                break
+            await asyncio.sleep(0.05)
+        await backend.aclose()
+    assert backend.reconnects >= 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors
+    assert "listener failed at redis://:***@127.0.0.1" in errors[0]
+    assert "no_such_option" in errors[0]
+    assert "pw-123456" not in caplog.text

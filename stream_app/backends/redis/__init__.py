@@ -272,8 +272,10 @@ class RedisBackend(Backend):
     async def aclose(self) -> None:
         """Stop the listener and close the clients of this loop."""
         same_loop = self._loop is asyncio.get_running_loop()
-        if self._listener is not None and same_loop:
-            await self._listener.aclose()
+        if self._listener is not None:
+            if same_loop:
+                await self._listener.aclose()
+            self._reconnects_before += self._listener.reconnects
         self._listener = None
         if self._client is not None and same_loop:
             await self._client.aclose()

@@ -170,18 +170,28 @@ class Listener:
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (*NETWORK_ERRORS, redis.RedisError) as exc:
+            except Exception as exc:
+                # Anything else (a reply it cannot parse, a bug) must not end the listener in
+                # silence either: it is logged (without credentials) and the listener restarts.
                 where, why = self.backend.target.describe(), redact(f"{type(exc).__name__}: {exc}")
-                if self.connected:
-                    logger.warning("stream_app lost Redis at %s (%s); reconnecting", where, why)
-                elif loop.time() - logged >= LOG_EVERY:
-                    logger.warning(
-                        "stream_app cannot reach Redis at %s (%s); retrying (attempt %d)",
-                        where,
-                        why,
-                        failures + 1,
-                    )
+                if self.connected or loop.time() - logged >= LOG_EVERY:
                     logged = loop.time()
+                    if not isinstance(exc, (*NETWORK_ERRORS, redis.RedisError)):
+                        logger.error(
+                            "stream_app listener failed at %s (%s); restarting (attempt %d)",
+                            where,
+                            why,
+                            failures + 1,
+                        )
+                    elif self.connected:
+                        logger.warning("stream_app lost Redis at %s (%s); reconnecting", where, why)
+                    else:
+                        logger.warning(
+                            "stream_app cannot reach Redis at %s (%s); retrying (attempt %d)",
+                            where,
+                            why,
+                            failures + 1,
+                        )
                 self.connected = False
                 self.reconnects += 1
                 failures += 1
