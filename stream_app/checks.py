@@ -7,7 +7,7 @@
 - ``stream_app.E004``: ``STREAM_APP`` is not a dict.
 - ``stream_app.E005``: ``STREAM_APP["BACKEND"]`` cannot be imported.
 - ``stream_app.E006``: a numeric setting is out of range (or ``CLIENT_ADDRESS_HEADER`` is not a
-  header name).
+  header name, or the Redis options or Sentinel settings have the wrong shape).
 - ``stream_app.W007``: the memory backend while the environment asks for several workers
   (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
   broadcasts.
@@ -99,7 +99,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     merged = {**DEFAULTS, **value}
-    for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES"):
+    for key in ("HISTORY_SIZE", "MAX_QUEUE", "MAX_MESSAGE_BYTES", "REDIS_MAX_CONNECTIONS"):
         if not isinstance(merged[key], int) or merged[key] < 1:
             errors.append(_range_error(key, "a positive integer", merged[key]))
     threshold = merged["GC_THRESHOLD"]
@@ -126,6 +126,27 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         errors.append(
             _range_error(
                 "CLIENT_ADDRESS_HEADER", 'None or a header name such as "X-Forwarded-For"', header
+            )
+        )
+    if not isinstance(merged["REDIS_OPTIONS"], dict):
+        errors.append(_range_error("REDIS_OPTIONS", "a dict", merged["REDIS_OPTIONS"]))
+    sentinels = merged["REDIS_SENTINELS"]
+    if not isinstance(sentinels, list | tuple) or not all(
+        isinstance(s, list | tuple)
+        and len(s) == 2
+        and isinstance(s[0], str)
+        and isinstance(s[1], int)
+        for s in sentinels
+    ):
+        errors.append(_range_error("REDIS_SENTINELS", "a list of (host, port)", sentinels))
+    elif sentinels and not (
+        isinstance(merged["REDIS_SENTINEL_SERVICE"], str) and merged["REDIS_SENTINEL_SERVICE"]
+    ):
+        errors.append(
+            _range_error(
+                "REDIS_SENTINEL_SERVICE",
+                "the service name when REDIS_SENTINELS is set",
+                merged["REDIS_SENTINEL_SERVICE"],
             )
         )
     for key in ("KEEP_ALIVE", "RETRY"):

@@ -21,6 +21,17 @@ DEFAULTS: dict[str, Any] = {
     # Redis backend: server URL and the prefix of every key it writes.
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "KEY_PREFIX": "stream_app",
+    # Keyword arguments for every redis-py connection, over the URL's query string: TLS
+    # (ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname...),
+    # username/password, and sentinel_kwargs (options of the Sentinel connections).
+    "REDIS_OPTIONS": {},
+    # Redis Sentinel: [(host, port), ...] and the service name (instead of REDIS_URL; a
+    # redis+sentinel://host:port[,host:port]/service/db URL does the same).
+    "REDIS_SENTINELS": [],
+    "REDIS_SENTINEL_SERVICE": None,
+    # Connections per worker and event loop for commands (a blocking pool: a command waits
+    # for a free one, then fails as unreachable; never "too many connections").
+    "REDIS_MAX_CONNECTIONS": 50,
     # Channels backend: the CHANNEL_LAYERS alias to use.
     "CHANNEL_LAYER": "default",
     # Replay history kept per channel: entries (approximate in Redis) and seconds.

@@ -3,8 +3,8 @@
 Every message that names the backend (a 503 body, a log line, an admin message, a health or
 metrics answer) passes through ``redact`` or ``redact_url``: a URL keeps its scheme, user, host,
 port and path, so the message still says *where*, and loses its password. The password of
-``STREAM_APP["REDIS_URL"]`` is also removed wherever else it appears (a client library may quote
-it, decoded, in its own error text).
+``STREAM_APP["REDIS_URL"]`` and of ``REDIS_OPTIONS`` is also removed wherever else it appears
+(a client library may quote it, decoded, in its own error text).
 """
 
 from __future__ import annotations
@@ -27,13 +27,21 @@ def redact_url(url: str) -> str:
 
 
 def _configured_passwords() -> list[str]:
+    found: set[str] = set()
     try:
         password = urlsplit(str(app_settings.REDIS_URL)).password
     except ValueError:
-        return []
-    if not password:
-        return []
-    return sorted({password, unquote(password)}, key=len, reverse=True)
+        password = None
+    if password:
+        found |= {password, unquote(password)}
+    # REDIS_OPTIONS may carry the data nodes' password and the sentinels' own.
+    options = app_settings.REDIS_OPTIONS
+    if isinstance(options, dict):
+        sentinel = options.get("sentinel_kwargs")
+        for source in (options, sentinel if isinstance(sentinel, dict) else {}):
+            if isinstance(source.get("password"), str) and source["password"]:
+                found.add(source["password"])
+    return sorted(found, key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -107,8 +110,9 @@ async def test_redis_every_key_has_a_ttl(backend: RedisBackend, redis_server: Re
         await publish(backend, channel, "x")
     client = redis.Redis(port=redis_server.port)
     try:
-        keys = list(client.scan_iter(f"{backend.prefix}:*"))
-        assert len(keys) == 4
+        keys = {key.decode() for key in client.scan_iter(f"{backend.prefix}:*")}
+        names = ("s:k1", "s:k2", "last", "epoch", "primary")
+        assert keys == {f"{backend.prefix}:{name}" for name in names}
         assert all(0 < client.pttl(key) <= 24 * 3600 * 1000 for key in keys)
     finally:
         client.close()
@@ -206,3 +210,112 @@ async def test_redis_unencodable_publish_is_refused_and_never_recorded(
     assert history.complete
     assert [(m.data, m.id) for m in history.messages] == [("second", second)]
     await backend.aclose()
+
+
+async def test_redis_change_of_server_makes_crossing_what_it_may_have_lost_a_reset(
+    backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """A new server under the same history (failover, restart with persistence) is noticed
+    on the next new connection: a client that would cross what the old one may have issued
+    after this one's last id gets an incomplete history (a reset); new ids replay as usual."""
+    kept = await publish(backend, "h", "kept")
+    ms, _, seq = kept.partition("-")
+    # An id the old server issued to a client after ``kept``, lost with it.
+    lost = f"{ms}-{int(seq) + 1}"
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.set(f"{backend.prefix}:primary", "a-server-that-is-gone")
+    finally:
+        client.close()
+    await backend.client().connection_pool.disconnect()
+    after = await publish(backend, "h", "after")
+    assert id_key(after) > id_key(lost)  # type: ignore[operator]
+    for position in (lost, kept):
+        crossing = await backend.history(["h"], position)
+        assert not crossing.complete
+        assert [m.data for m in crossing.messages] == ["after"]
+    later = await publish(backend, "h", "later")
+    beyond = await backend.history(["h"], after)
+    assert beyond.complete
+    assert [m.id for m in beyond.messages] == [later]
+    await backend.aclose()
+
+
+async def test_redis_publish_burst_waits_for_the_bounded_pool(redis_server: RedisServer) -> None:
+    """More concurrent publishes than REDIS_MAX_CONNECTIONS: each waits for a connection (no
+    "too many connections" error) and Redis never sees more than the cap from the pool."""
+    options = {
+        "REDIS_URL": redis_server.url,
+        "KEY_PREFIX": f"pool{time.monotonic_ns()}",
+        "REDIS_MAX_CONNECTIONS": 3,
+    }
+    client = redis.Redis(port=redis_server.port)
+    try:
+        before = len(client.client_list())
+        with override_settings(STREAM_APP=options):
+            backend = RedisBackend()
+            ids = await asyncio.gather(*(publish(backend, "burst", str(i)) for i in range(200)))
+            during = len(client.client_list())
+            await backend.aclose()
+        assert len(set(ids)) == 200
+        assert during - before <= 3
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[Path]:
+    """A redis-server listening on a Unix socket only."""
+    path = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(path), "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield path
+    proc.kill()
+    proc.wait(10)
+
+
+async def test_redis_over_a_unix_socket(unix_redis: Path) -> None:
+    options = {"REDIS_URL": f"unix://{unix_redis}?db=0", "KEY_PREFIX": "unix"}
+    with override_settings(STREAM_APP=options):
+        backend = RedisBackend()
+        got: list[Message] = []
+        backend.deliver = got.append
+        backend.subscribe("u")
+        assert await backend.ready("u", 5)
+        sent = await publish(backend, "u", "over unix")
+        assert backend.publish_sync(Message("u", "sync"))
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [m.data for m in got] == ["over unix", "sync"]
+        assert (await backend.history(["u"], "0-0")).messages[0].id == sent
+        await backend.aclose()
+
+
+async def test_redis_listener_failing_otherwise_logs_and_restarts(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only network errors: whatever stops the listener (here a connection option
+    redis-py refuses) is logged, without the password, and the listener tries again."""
+    url = redis_server.url.replace("redis://", "redis://:pw-123456@")
+    options = {"REDIS_URL": url, "REDIS_OPTIONS": {"no_such_option": 1}, "KEY_PREFIX": "bad"}
+    with override_settings(STREAM_APP=options), caplog.at_level(logging.INFO, "stream_app"):
+        backend = RedisBackend()
+        backend.subscribe("x")
+        for _ in range(100):
+            if backend.reconnects >= 3:
+                break
+            await asyncio.sleep(0.05)
+        await backend.aclose()
+    assert backend.reconnects >= 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors
+    assert "listener failed at redis://:***@127.0.0.1" in errors[0]
+    assert "no_such_option" in errors[0]
+    assert "pw-123456" not in caplog.text

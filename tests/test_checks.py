@@ -64,6 +64,14 @@ def test_check_w002_gzip_middleware(settings: Any) -> None:
         ({"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}, []),
         ({"CLIENT_ADDRESS_HEADER": "HTTP_X_FORWARDED_FOR"}, ["stream_app.E006"]),
         ({"CLIENT_ADDRESS_HEADER": ""}, ["stream_app.E006"]),
+        ({"REDIS_MAX_CONNECTIONS": 0}, ["stream_app.E006"]),
+        ({"REDIS_OPTIONS": None}, ["stream_app.E006"]),
+        ({"REDIS_SENTINELS": [("127.0.0.1", 26379)], "REDIS_SENTINEL_SERVICE": "svc"}, []),
+        ({"REDIS_SENTINELS": [("127.0.0.1", 26379)]}, ["stream_app.E006"]),
+        (
+            {"REDIS_SENTINELS": ["127.0.0.1:26379"], "REDIS_SENTINEL_SERVICE": "svc"},
+            ["stream_app.E006"],
+        ),
     ],
 )
 def test_check_settings(value: Any, expected: list[str]) -> None:

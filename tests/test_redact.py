@@ -48,6 +48,17 @@ def test_redact_hides_urls_in_text_and_the_configured_password_anywhere() -> Non
     assert redact(text) == "at redis://u:***@h:2/0 and amqp://x:***@q/ failed; AUTH *** refused"
 
 
+@override_settings(
+    STREAM_APP={
+        "REDIS_URL": "redis+sentinel://:p%40ss@h1:26379,h2:26379/svc/0",
+        "REDIS_OPTIONS": {"password": "opt-secret", "sentinel_kwargs": {"password": "sen-pw"}},
+    }
+)
+def test_redact_hides_sentinel_url_and_option_passwords() -> None:
+    text = "AUTH p@ss, then opt-secret, then sen-pw at redis+sentinel://:p%40ss@h1:26379/svc"
+    assert redact(text) == "AUTH ***, then ***, then *** at redis+sentinel://:***@h1:26379/svc"
+
+
 @pytest.fixture
 def unreachable_redis() -> Iterator[str]:
     """This process on a Redis URL with a password, whose port nothing listens on."""

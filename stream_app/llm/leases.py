@@ -40,8 +40,6 @@ from ..conf import app_settings
 from ..redact import redact
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from .generations import Generation
 
 __all__ = [
@@ -97,7 +95,7 @@ class LeaseState:
     alive: bool
 
 
-def _redis() -> tuple[Redis, str] | None:
+def _redis() -> tuple[Any, str] | None:
     """The Redis client of the running loop and the key prefix, or None on other backends."""
     backend = get_backend()
     if backend.local_only or "stream_app.backends.redis" not in sys.modules:
