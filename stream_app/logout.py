@@ -63,7 +63,7 @@ _listening: Backend | None = None
 
 def login_digest(session_key: str) -> str:
     """The opaque digest of a Django session key that a logout message carries."""
-    return salted_hmac("stream_app.logout", session_key).hexdigest()
+    return salted_hmac("stream_app.logout", session_key, algorithm="sha256").hexdigest()
 
 
 def _session_key(request: HttpRequest | None) -> str | None:
