@@ -417,7 +417,7 @@ def workers(django_db_setup: None, redis_server: RedisServer) -> Iterator[list[S
         yield started
     finally:
         for server in started:
-            server.stop(signal.SIGKILL)
+            server.stop()
 
 
 @pytest.fixture

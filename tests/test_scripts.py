@@ -188,7 +188,7 @@ async def test_demo_serves_the_chat_to_a_superuser_where_it_says(host: str, show
         async with httpx.AsyncClient(cookies=cookies, timeout=15) as http:
             page = await http.get(f"http://{shown}:{server.port}/")
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop()
     assert page.status_code == 200, page.text[-2000:]
     assert f"user:{boss.pk}" in page.text
 
