@@ -1,8 +1,11 @@
 # Shared by scripts/test and scripts/demo: a virtualenv with the project installed.
 # ensure_venv DIR PYTHON EXTRAS [pip requirement...]: the project, editable, with the
 # comma-separated EXTRAS (scripts/test: "test", scripts/demo: "server"), and the requirements.
-# pip runs only when pyproject.toml or the arguments changed since the last install into DIR:
-# a stamp file per combination, named after their hash.
+# pip runs only when pyproject.toml, the arguments or $ENSURE_VENV_REFRESH changed since the
+# last install into DIR: a stamp file per combination, named after their hash. Each install
+# upgrades every dependency to its newest release within pyproject.toml's bounds (eager), so a
+# caller that sets ENSURE_VENV_REFRESH to the date (scripts/test) tests the newest releases of
+# the day.
 ensure_venv() {
     local dir="$1" python="$2" extras="$3"
     shift 3
@@ -14,9 +17,9 @@ ensure_venv() {
     key="$("$dir/bin/python" -c 'import hashlib, sys
 digest = hashlib.sha256(open("pyproject.toml", "rb").read())
 digest.update("\0".join(sys.argv[1:]).encode())
-print(digest.hexdigest()[:16])' "$extras" "$@")"
+print(digest.hexdigest()[:16])' "${ENSURE_VENV_REFRESH:-}" "$extras" "$@")"
     if [ ! -e "$dir/.installed-$key" ]; then
-        "$dir/bin/python" -m pip install -q -e ".[$extras]" "$@"
+        "$dir/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e ".[$extras]" "$@"
         touch "$dir/.installed-$key"
     fi
 }

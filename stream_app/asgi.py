@@ -141,6 +141,8 @@ class _OneHopHandler(BaseHandler):
 
     def get_response(self, request: HttpRequest) -> HttpResponseBase:
         """Django's synchronous ``get_response``, in the request thread."""
+        # asgiref has no public way to pick where thread-sensitive calls go once the view's
+        # async_to_sync has finished: its private ``executors.current`` (tests/test_internals.py).
         previous = getattr(AsyncToSync.executors, "current", None)
         AsyncToSync.executors.current = _LeftoverCalls.executor()
         try:
@@ -283,7 +285,11 @@ class StreamASGIHandler(ASGIHandler):
             await handed_off.run_asgi(send, receive)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        """Django's ``handle``; for stream endpoints with the request's sync work in one hop."""
+        """Django's ``handle``; for stream endpoints with the request's sync work in one hop.
+
+        The stream-endpoint branch is a fork of Django's ``ASGIHandler.handle``:
+        tests/test_internals.py fails when a Django release changes the upstream method.
+        """
         if not _opens_stream(_path_info(scope)):
             await super().handle(scope, receive, send)
             return

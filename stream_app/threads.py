@@ -84,6 +84,9 @@ class RequestThreadContext(ThreadSensitiveContext):
         await super().__aenter__()  # type: ignore[no-untyped-call]
         if self.token is not None:
             # asgiref looks the context's executor up here, and creates one if it finds none.
+            # A private mapping (tests/test_internals.py names it): asgiref 3.13's public
+            # ``ThreadSensitiveContext(executor=...)`` would make thread-sensitive calls of
+            # tasks that outlive the request raise instead of getting a thread.
             SyncToAsync.context_to_thread_executor[self] = _acquire()
         return self
 

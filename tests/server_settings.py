@@ -20,3 +20,8 @@ if os.environ.get("STREAM_APP_JSON"):
     from tests.settings import STREAM_APP
 
     STREAM_APP.update(json.loads(os.environ["STREAM_APP_JSON"]))
+if os.environ.get("STREAM_CHANNEL_LAYER"):
+    # The ChannelsBackend tests run each channels-redis layer class.
+    from tests.settings import CHANNEL_LAYERS
+
+    CHANNEL_LAYERS["default"]["BACKEND"] = os.environ["STREAM_CHANNEL_LAYER"]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import CommandError, call_command
 
 from stream_app.testing import EventStream
 from tests.conftest import ROOT
@@ -78,3 +80,18 @@ async def test_broadcast_command_on_redis_reaches_a_uvicorn_client(
         assert done.returncode == 0, done.stderr
         event = await stream.next_event(timeout=10)
     assert (event.event, event.data, event.id) == ("ops", "from cron", done.stdout.strip())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a b", "x"], "invalid channel name 'a b'"),
+        (["news", "x", "--filter", "{not json"], "--filter is not JSON"),
+        (["news", "x", "--filter", '{"plan__bogus": 1}'], "invalid --filter"),
+        (["news", "x", "--event", "two\nlines"], "invalid --event"),
+    ],
+)
+def test_broadcast_command_bad_arguments_are_clear_errors(args: list[str], message: str) -> None:
+    # In this process (it serves streams): the arguments are refused before anything is sent.
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("broadcast", *args)

@@ -136,11 +136,15 @@ def test_channel_invalid_names_are_refused(name: Any) -> None:
 
 async def test_channel_closed_session_deregisters_itself() -> None:
     channel = get_channel("closing")
-    session = make_session()
+    session, live = make_session(), make_session()
     channel.register(session)
+    channel.register(live)
     session._abort("disconnect")
-    assert channel.session_count == 0
-    assert channel.broadcast("x") != ""
+    assert channel.active_sessions == [live]
+    event_id = channel.broadcast("x")
+    # The broadcast went out, to the live session only.
+    assert [(e.data, e.id) for e in received(live)] == [("x", event_id)]
+    assert "x" not in [e.data for e in received(session)]
 
 
 async def test_channel_slow_consumer_is_closed_and_counted() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -47,7 +46,7 @@ def chat_server(django_db_setup: None, fake_openai: FakeOpenAI) -> Iterator[Serv
     """A daphne server whose model is the fake upstream."""
     server = start_server("daphne", llm_env(fake_openai))
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ buttons, on a desktop and on a phone; the bell must be an icon, not a dot. Scree
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ def slow_server(django_db_setup: None) -> Iterator[Server]:
         "uvicorn", {"STREAM_OFFLINE_RATE": "5", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
     )
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 async def notify(server: Server, count: int) -> None:

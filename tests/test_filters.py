@@ -18,6 +18,7 @@ from stream_app.filters import (
     clear_filter_cache,
     compile_filter,
     filter_cache_info,
+    validate_filter,
 )
 
 STATE = {
@@ -182,3 +183,29 @@ def test_filter_cache_is_bounded_by_size_and_count() -> None:
     assert cached_filter({"user_id": CACHE_SIZE + 49}) is cached_filter(
         {"user_id": CACHE_SIZE + 49}
     )
+
+
+def test_filter_contains_on_a_value_that_holds_nothing_is_false() -> None:
+    # 7 in 7.5 raises TypeError in Python: for a filter it is simply no match.
+    assert compile_filter({"score__contains": 7})(STATE) is False
+    assert compile_filter({"user_id__contains": 3})(STATE) is False
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({1: "x"}, "keys are strings, got 1"),
+        ({"all": [{2: "y"}]}, "keys are strings, got 2"),
+    ],
+)
+def test_filter_keys_must_be_strings(spec: Any, message: str) -> None:
+    with pytest.raises(FilterError, match=message):
+        validate_filter(spec)
+
+
+def test_cached_filter_refuses_data_that_is_not_json() -> None:
+    clear_filter_cache()
+    with pytest.raises(FilterError, match="not JSON data"):
+        cached_filter({"tags__contains": {"a", "b"}})
+    # Refusals are not cached.
+    assert filter_cache_info().entries == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -38,7 +37,7 @@ def llm_server(
     """A server of each kind whose model is the fake upstream."""
     server = start_server(request.param, llm_env(fake_openai))
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 @pytest.fixture

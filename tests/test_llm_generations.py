@@ -49,7 +49,7 @@ def gen_server(
     """A server of each kind, its model the fake upstream, a short grace period."""
     server = start_server(request.param, llm_env(fake_openai, STREAM_GENERATION_GRACE=str(GRACE)))
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 def meta_of(events: list[Event]) -> dict[str, Any]:
@@ -311,7 +311,7 @@ async def test_generation_shutdown_on_the_memory_backend_cancels_and_saves(
         await stream.close()
         assert await asyncio.to_thread(server.proc.wait, 15) is not None
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop()
     done = json.loads(events[-1].data or "")
     assert (events[-1].event, done["finish_reason"]) == ("done", "cancelled")
     assert done["cancel_reason"] == "shutdown"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -93,7 +92,7 @@ def cluster(django_db_setup: None, redis_server: RedisServer) -> Iterator[Cluste
     servers = [start_server("daphne", env), start_server("uvicorn", env)]
     yield Cluster(servers, env)
     for server in servers:
-        server.stop(signal.SIGKILL)
+        server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -372,7 +371,7 @@ def stream_server(django_db_setup: None) -> Iterator[Server]:
     """A uvicorn of its own (its generations keep running a while after each test)."""
     server = start_server("uvicorn", {"STREAM_OFFLINE_RATE": "0", "STREAM_KEEP_ALIVE": "1"})
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 async def session_cookie(user: User | None) -> dict[str, str]:

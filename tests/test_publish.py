@@ -183,3 +183,11 @@ def test_publish_filter_over_the_limits_is_refused() -> None:
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_filter"
     assert "more than 256 conditions" in response.json()["message"]
+
+
+@override_settings(STREAM_APP={"MAX_MESSAGE_BYTES": 1000, "PUBLISH_TOKEN": "test-token"})
+def test_publish_body_far_over_the_limit_is_refused_before_it_is_parsed() -> None:
+    # Past MAX_MESSAGE_BYTES plus room for the envelope, the body is not even read as JSON.
+    response = post(Client(), {"channel": "news", "data": "x" * 6000}, **TOKEN)
+    assert response.status_code == 413
+    assert response.json() == {"error": "too_large", "message": "request body too large"}

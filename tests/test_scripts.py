@@ -109,6 +109,10 @@ def run_copy(
     return result, calls.read_text().splitlines()
 
 
+# Every install brings each dependency to its newest release within pyproject.toml's bounds.
+UPGRADE = "-m pip install -q --upgrade --upgrade-strategy eager"
+
+
 def pip_calls(calls: list[str]) -> list[str]:
     return [call for call in calls if call.startswith("-m pip ")]
 
@@ -116,7 +120,7 @@ def pip_calls(calls: list[str]) -> list[str]:
 def test_demo_installs_the_project_and_its_server_once(demo_copy: Path) -> None:
     first, calls = run_copy(demo_copy, "bash", "scripts/demo", PORT="8123")
     assert first.returncode == 0, first.stderr
-    assert pip_calls(calls) == ["-m pip install -q -e .[server] django>=5.2,<6"]
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[server] django>=5.2,<6"]
     assert "manage.py migrate --noinput -v0" in calls
     assert calls[-1] == (
         "-m uvicorn project.asgi:application --host 127.0.0.1 --port 8123"
@@ -139,11 +143,25 @@ def test_ensure_venv_keeps_one_stamp_per_extras_and_requirements(demo_copy: Path
     ensure = '. scripts/_env.sh && ensure_venv "$@"'
     args = ("bash", "-c", ensure, "ensure_venv", ".venv", "python3")
     _, calls = run_copy(demo_copy, *args, "test", "django>=5.2,<6")
-    assert pip_calls(calls) == ["-m pip install -q -e .[test] django>=5.2,<6"]
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[test] django>=5.2,<6"]
     _, calls = run_copy(demo_copy, *args, "test", "django>=5.2,<6")
     assert pip_calls(calls) == []
     _, calls = run_copy(demo_copy, *args, "test", "django>=6,<7")
-    assert pip_calls(calls) == ["-m pip install -q -e .[test] django>=6,<7"]
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[test] django>=6,<7"]
+
+
+def test_ensure_venv_looks_for_newer_releases_when_the_refresh_key_changes(
+    demo_copy: Path,
+) -> None:
+    # scripts/test sets the key to the date: the newest releases within the bounds, daily.
+    ensure = '. scripts/_env.sh && ensure_venv "$@"'
+    args = ("bash", "-c", ensure, "ensure_venv", ".venv", "python3", "test")
+    _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-01")
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[test]"]
+    _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-01")
+    assert pip_calls(calls) == []
+    _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-02")
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[test]"]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +206,7 @@ async def test_demo_serves_the_chat_to_a_superuser_where_it_says(host: str, show
         async with httpx.AsyncClient(cookies=cookies, timeout=15) as http:
             page = await http.get(f"http://{shown}:{server.port}/")
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop()
     assert page.status_code == 200, page.text[-2000:]
     assert f"user:{boss.pk}" in page.text
 

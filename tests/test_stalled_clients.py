@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -107,7 +106,7 @@ def shipped_server(request: pytest.FixtureRequest, django_db_setup: None) -> Ite
         service = next(iter(app_services(compose_file()).values()))
         server = start_worker(service["command"], SERVER_ENV)
     yield server
-    server.stop(signal.SIGKILL)
+    server.stop()
 
 
 async def test_shipped_server_drops_clients_that_stop_reading(shipped_server: Server) -> None:

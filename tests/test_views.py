@@ -570,3 +570,10 @@ async def test_a_client_that_leaves_as_the_view_returns_leaves_no_session(target
     finally:
         request_finished.disconnect(on_finished)
     assert (channel_snapshot(), test_views._hold.session_count) == before
+
+
+async def test_stream_view_without_any_channel_is_404(settings: Any) -> None:
+    settings.STREAM_APP = {**settings.STREAM_APP, "DEFAULT_CHANNELS": []}
+    response = await stream_view(AsyncRequestFactory().get("/sse/"))
+    assert response.status_code == 404
+    assert json.loads(response.content)["error"] == "unknown_channel"

@@ -7,7 +7,8 @@ For projects that already run Channels: broadcasts go out with ``group_send`` to
 What it cannot do: replay. A channel layer keeps no history, so a client reconnecting with
 ``Last-Event-ID`` gets a ``reset`` event and continues live. Delivery guarantees are the layer's:
 ``RedisChannelLayer`` drops messages past its ``capacity`` and forgets groups after
-``group_expiry`` (this backend re-joins its groups every 10 minutes); ``RedisPubSubChannelLayer``
+``group_expiry`` (this backend re-joins its groups every 10 minutes, and at once after a failed
+``receive``, as when Redis restarted); ``RedisPubSubChannelLayer``
 drops nothing but keeps no history. Callable filters are refused (they would cross processes).
 
 The listener never cancels ``layer.receive()`` (that loses messages): one pump task per process
@@ -86,9 +87,12 @@ class ChannelsBackend(Backend):
     async def publish(self, message: Message) -> str:
         """``group_send`` to the channel's group."""
         message.id = self._next_id()
+        payload = self._payload(message)
         try:
-            await self.layer.group_send(group_name(message.channel), self._payload(message))
-        except OSError as exc:
+            await self.layer.group_send(group_name(message.channel), payload)
+        # Whatever the layer raises when it cannot reach its store: OSError, or its client's own
+        # (redis-py's ConnectionError is no OSError); channels names no common class.
+        except Exception as exc:
             raise BackendUnavailable(
                 f"the channel layer is unreachable: {redact(str(exc))}"
             ) from exc
@@ -97,11 +101,10 @@ class ChannelsBackend(Backend):
     def publish_sync(self, message: Message) -> str:
         """``publish`` from sync code."""
         message.id = self._next_id()
+        payload = self._payload(message)
         try:
-            async_to_sync(self.layer.group_send)(
-                group_name(message.channel), self._payload(message)
-            )
-        except OSError as exc:
+            async_to_sync(self.layer.group_send)(group_name(message.channel), payload)
+        except Exception as exc:  # as in publish
             raise BackendUnavailable(
                 f"the channel layer is unreachable: {redact(str(exc))}"
             ) from exc
@@ -139,9 +142,11 @@ class ChannelsBackend(Backend):
             while True:
                 try:
                     data = await layer.receive(self._name)
-                except OSError as exc:
+                except Exception as exc:  # as in publish
                     logger.warning("channel layer receive failed (%s); retrying", redact(str(exc)))
                     await asyncio.sleep(1.0)
+                    # A restarted Redis forgot the groups: join them again now, not in 10 min.
+                    await self._join_all()
                     continue
                 if data.get("type") == "stream_app.event":
                     self.deliver(
@@ -156,13 +161,16 @@ class ChannelsBackend(Backend):
         finally:
             rejoin.cancel()
 
+    async def _join_all(self) -> None:
+        for channel in list(self._wanted):
+            try:
+                await self._join(channel)
+            except Exception as exc:  # as in publish
+                logger.warning("could not join the group of %r: %s", channel, redact(str(exc)))
+
     async def _rejoin(self) -> None:
         while True:
-            for channel in list(self._wanted):
-                try:
-                    await self._join(channel)
-                except OSError as exc:
-                    logger.warning("could not join the group of %r: %s", channel, redact(str(exc)))
+            await self._join_all()
             await asyncio.sleep(REJOIN_EVERY)
 
     async def history(self, channels: Iterable[str], after: str) -> History:
