@@ -23,11 +23,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, StreamingHttpResponse
 
 from . import lifecycle, protocol
 from .conf import app_settings
+from .encoding import Serializer, compact_json
 from .signals import session_connected, session_disconnected
 
 if TYPE_CHECKING:
@@ -77,33 +77,6 @@ UNSET = _Unset()
 
 class QueueFull(Exception):
     """A push found the session's bounded queue full (``overflow="raise"``)."""
-
-
-class Serializer:
-    """Turns pushed data into the text of a ``data:`` field."""
-
-    def dumps(self, data: Any) -> str:  # pragma: no cover - interface
-        """Serialize ``data`` to text."""
-        raise NotImplementedError
-
-
-_json_encoder = json.JSONEncoder(
-    separators=(",", ":"),
-    ensure_ascii=False,
-    check_circular=False,
-    default=DjangoJSONEncoder().default,
-)
-
-
-def _compact_json(data: Any) -> str:
-    """Compact JSON with Django's encoder for dates, decimals, UUIDs and lazy strings.
-
-    Exact ints (the commonest token payload) skip the encoder; the rest goes through one
-    shared ``JSONEncoder`` whose C implementation handles the containers.
-    """
-    if type(data) is int:
-        return str(data)
-    return _json_encoder.encode(data)
 
 
 class _Stats:
@@ -329,7 +302,6 @@ class Session:
         "_last_write",
         "_on_close",
         "_queue",
-        "_replay",
         "_room",
         "_sending_since",
         "_start_callback",
@@ -338,6 +310,7 @@ class Session:
         "_task",
         "_waiter",
         "close_reason",
+        "hold",
         "keep_alive",
         "last_event_id",
         "max_lifetime",
@@ -411,8 +384,9 @@ class Session:
         self._callback_task: asyncio.Task[None] | None = None
         self._start_callback: Callable[[Session], Awaitable[object]] | None = None
         self._channels: set[Channel] | None = None
-        # While a channel replays history, live frames wait here as (id, frame).
-        self._replay: list[tuple[str, bytes]] | None = None
+        #: Set by the channel layer while it replays history: live delivery then hands each
+        #: ``(event id, frame)`` to it instead of queueing it (``stream_app.replay``).
+        self.hold: Callable[[str, bytes], None] | None = None
         self._on_close: list[Callable[[Session], object]] | None = None
         # SSEResponse builds itself around its session and passes itself in.
         self.response = response or SessionResponse(self, status, headers)
@@ -472,7 +446,7 @@ class Session:
         elif isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("push() takes text or serializable data, not bytes: decode it first")
         elif self.serializer is json:
-            text = _compact_json(data)
+            text = compact_json(data)
         else:
             text = self.serializer.dumps(data)
         if self.sanitizer is not None:
@@ -562,6 +536,18 @@ class Session:
         buffer = EventBuffer(self)
         await callback(buffer)
         return await self.flush(buffer)
+
+    def put(self, frame: bytes) -> bool:
+        """Queue one encoded frame (``protocol.encode_data`` output) without waiting.
+
+        The same overflow policy as ``push``; False if the session has ended. For producers
+        that encode themselves: channel fan-out, replay.
+        """
+        return self._enqueue(frame)
+
+    async def wait_for_room(self) -> bool:
+        """Wait until the queue has room; False if the session ended or is closing meanwhile."""
+        return await self._wait_for_room()
 
     def _enqueue(self, frame: bytes, keep_alive: bool = False) -> bool:
         """Queue encoded bytes; the one place every producer goes through."""
@@ -856,7 +842,7 @@ def error_frame(exc: BaseException) -> bytes:
 
         body["message"] = f"{type(exc).__name__}: {exc}"
         body["traceback"] = traceback.format_exception(exc)
-    return protocol.encode_data(_compact_json(body), "error")
+    return protocol.encode_data(compact_json(body), "error")
 
 
 async def create_session(

@@ -165,7 +165,9 @@ class ChannelsBackend(Backend):
                     logger.warning("could not join the group of %r: %s", channel, redact(str(exc)))
             await asyncio.sleep(REJOIN_EVERY)
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
         """No history: the client gets a ``reset`` event."""
         return History([], False)
 

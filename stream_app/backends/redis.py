@@ -424,9 +424,17 @@ class RedisBackend(Backend):
 
     # -- history and counts --------------------------------------------------------------------
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
-        """Stream entries after ``after`` on ``channels``, merged in id order."""
-        key = id_key(after)
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
+        """Stream entries after ``after`` (all with None) on ``channels``, merged in id order,
+        at most ``limit``."""
+        if after is None:
+            key: tuple[int, ...] | None = (0, 0)
+            start = "-"
+        else:
+            key = id_key(after)
+            start = f"({after}"
         if key is None:
             return History([], False)
         names = list(channels)
@@ -434,18 +442,21 @@ class RedisBackend(Backend):
         async with client.pipeline(transaction=False) as pipe:
             pipe.get(f"{self.prefix}:epoch")
             for name in names:
-                pipe.xrange(self.stream_key(name), f"({after}", "+")
+                # Each stream's first ``limit`` are enough for the first ``limit`` of all.
+                pipe.xrange(self.stream_key(name), start, "+", count=limit)
                 pipe.xinfo_stream(self.stream_key(name))
             results = await pipe.execute(raise_on_error=False)
         epoch = results[0]
-        complete = epoch is not None and int(epoch) <= key[0]
+        # From the start, the epoch does not matter: only trimming loses events.
+        complete = after is None or (epoch is not None and int(epoch) <= key[0])
         entries, infos = results[1::2], results[2::2]
         for found in entries:
             if isinstance(found, Exception):
                 raise found
         if any(isinstance(info, dict) and _trimmed_after(info, key) for info in infos):
             complete = False
-        return History(_merged(names, entries), complete)
+        messages = _merged(names, entries)
+        return History(messages if limit is None else messages[:limit], complete)
 
     async def count(self, channel: str, filter: Any) -> int:
         """Ask every listening worker for its matching sessions and add the answers up."""

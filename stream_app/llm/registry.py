@@ -36,7 +36,6 @@ __all__ = [
 
 #: Generations whose producer runs in this process.
 _local: dict[str, Generation] = {}
-_MAX_SEQ = 18446744073709551615
 
 
 def channel_name(generation_id: str) -> str:
@@ -73,14 +72,6 @@ class GenerationInfo:
     def finished(self) -> bool:
         """Whether the ``done`` or ``error`` event was published."""
         return self.terminal_id is not None
-
-    @property
-    def before_first(self) -> str:
-        """An id just before the first event: replaying after it replays everything."""
-        key = id_key(self.first_id) or (0, 0)
-        if key[1] > 0:
-            return f"{key[0]}-{key[1] - 1}"
-        return f"{key[0] - 1}-{_MAX_SEQ}"
 
 
 async def lookup(generation_id: str) -> GenerationInfo | None:

@@ -162,22 +162,17 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
         assert info.terminal_id is not None
         if after is not None and (id_key(after) or (0,)) >= (id_key(info.terminal_id) or (0,)):
             return HttpResponse(status=204)
-        if request.method == "HEAD":
-            return session.response
-        start = id_key(after) if after is not None else None
-        for message in info.messages:
-            if start is None or (id_key(message.id) or (0,)) > start:
-                session.push(message.data, message.event, message.id)
-        session.close()
-        return session.response
     if request.method == "HEAD":
         return session.response
-    session.last_event_id = after or info.before_first
+    # The one replay path, from the client's id or from the generation's start; a finished
+    # generation ends the session with its terminal event, as a live one does.
+    session.last_event_id = after
     name = channel_name(generation_id)
-    backend.subscribe(name)
-    await wait_for_listener(backend)
-    await subscribe(session, [get_channel(name)])
-    if get_local(generation_id) is None:
+    if not info.finished:
+        backend.subscribe(name)
+        await wait_for_listener(backend)
+    await subscribe(session, [get_channel(name)], from_start=after is None)
+    if not info.finished and get_local(generation_id) is None:
         follow(generation_id)
     return session.response
 
