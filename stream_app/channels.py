@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync
 
 from . import protocol
-from .backends import get_backend
+from .backends import attach, get_backend
 from .backends.base import BackendUnavailable, Message
 from .conf import app_settings
 from .encoding import compact_json
@@ -45,7 +45,10 @@ __all__ = [
     "MessageTooLarge",
     "abroadcast",
     "broadcast",
+    "channel_snapshot",
+    "count_local",
     "create_channel",
+    "deliver",
     "get_channel",
     "leave_all",
     "on_control",
@@ -331,8 +334,11 @@ def leave_all(session: Session) -> None:
         channel.deregister(session)
 
 
-def _deliver(message: Message) -> None:
-    """The backend's delivery callback: fan a message out to this process's sessions."""
+def deliver(message: Message) -> None:
+    """The backend's delivery callback: fan a message out to this process's sessions.
+
+    Control messages (``stream_app.*``) go to their ``on_control`` handler instead.
+    """
     event = message.event
     if event is not None and event.startswith(CONTROL_PREFIX):
         handler = _control_handlers.get(event)
@@ -404,3 +410,7 @@ def count_local(channel: str, filter: Any) -> int:
 def channel_snapshot() -> dict[str, int]:
     """Sessions per named channel in this process (for metrics)."""
     return {name: len(c._sessions) for name, c in _registry.items() if c._sessions}
+
+
+# The channel layer hands the backend its callbacks: backends never import this module.
+attach(deliver, count_local)

@@ -35,8 +35,8 @@ from .backends import get_backend
 from .backends.base import Message, id_key
 from .encoding import compact_json
 from .filters import FilterError, Predicate, cached_filter
-from .lifecycle import spawn
 from .sessions import Session, stats
+from .tasks import spawn
 
 __all__ = [
     "PAGE_SIZE",

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
 
-from . import lifecycle, protocol
+from . import protocol, tasks
 from .conf import app_settings
 from .encoding import Serializer, compact_json
+from .guards import require_asgi
 from .signals import session_connected, session_disconnected
 
 if TYPE_CHECKING:
@@ -581,7 +582,7 @@ class Session:
         """Tell the client to reconnect in a jittered while, then close (graceful shutdown)."""
         if self._closed:
             return
-        self._enqueue(lifecycle.retry_frame(), keep_alive=True)
+        self._enqueue(tasks.retry_frame(), keep_alive=True)
         self.close_reason = "shutdown"
         self.close()
 
@@ -614,6 +615,13 @@ class Session:
         if self._closed_waiter is None:
             self._closed_waiter = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._closed_waiter)
+
+    def abort(self, reason: str) -> None:
+        """End the stream now, dropping what is queued (the client replays it on reconnect).
+
+        ``reason`` becomes ``close_reason`` (``shutdown``, ``error``...).
+        """
+        self._abort(reason)
 
     def _abort(self, reason: str) -> None:
         """End the stream now, dropping what is queued (the client replays it on reconnect)."""
@@ -692,7 +700,7 @@ class Session:
             # Up to 20% less, so that clients connected together do not all come back together.
             self._deadline = self._last_write + self.max_lifetime * (1 - random.random() * 0.2)
         _heartbeat().add(self)
-        if lifecycle.is_shutting_down():
+        if tasks.is_shutting_down():
             self.end_for_shutdown()
         if session_connected.receivers:
             session_connected.send(sender=Session, session=self)
@@ -867,8 +875,6 @@ async def create_session(
     pass None to disable either. ``serializer`` is any object with ``dumps`` (``json`` by
     default, with Django's encoder for dates, decimals and UUIDs).
     """
-    from .asgi import require_asgi
-
     require_asgi(request)
     return Session(
         request,

@@ -25,8 +25,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from ..conf import app_settings
-from ..lifecycle import spawn
 from ..redact import redact
+from ..tasks import spawn
 from .base import Backend, BackendUnavailable, History, Message
 
 __all__ = ["ChannelsBackend", "group_name"]

@@ -45,8 +45,8 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from ..conf import app_settings
-from ..lifecycle import spawn
 from ..redact import redact, redact_url
+from ..tasks import spawn
 from .base import Backend, BackendUnavailable, History, Message, id_key, in_id_order
 
 __all__ = ["RedisBackend"]

@@ -56,7 +56,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from ..backends.base import BackendUnavailable, Message
 from ..channels import Channel, get_channel
 from ..conf import app_settings
-from ..lifecycle import spawn
+from ..lifecycle import on_shutdown, spawn
 from ..metrics import observe_generation
 from . import leases
 from .coalesce import aclose_iterator, coalesce
@@ -459,3 +459,7 @@ async def shutdown_generations(timeout: float = 5.0) -> int:
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
     return len(running)
+
+
+# A graceful shutdown hands running generations over before their streams are closed.
+on_shutdown(shutdown_generations)
