@@ -30,7 +30,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from .protocol import Decoder, Event
-from .sessions import UNSET, Session, SessionResponse, _Unset
+from .sessions import UNSET, Session, SessionResponse, Unset
 
 __all__ = ["SSEResponse", "Stream"]
 
@@ -56,8 +56,8 @@ class SSEResponse(SessionResponse):
         *,
         event: str | None = None,
         request: HttpRequest | None = None,
-        retry: int | _Unset | None = UNSET,
-        keep_alive: float | _Unset | None = UNSET,
+        retry: int | Unset | None = UNSET,
+        keep_alive: float | Unset | None = UNSET,
         status: int = 200,
         headers: dict[str, str] | None = None,
         serializer: Any = json,

@@ -36,11 +36,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SSE_HEADERS",
+    "UNSET",
     "QueueFull",
     "RequestSessions",
     "Serializer",
     "Session",
     "SessionResponse",
+    "Unset",
     "create_response",
     "create_session",
     "live_sessions",
@@ -66,14 +68,14 @@ START_TIMEOUT = 60.0
 Overflow = Literal["close", "raise"]
 
 
-class _Unset:
+class Unset:
     """The type of UNSET: "use the setting", as distinct from None, "disabled"."""
 
     def __repr__(self) -> str:
         return "UNSET"
 
 
-UNSET = _Unset()
+UNSET = Unset()
 
 
 class QueueFull(Exception):
@@ -331,8 +333,8 @@ class Session:
         self,
         request: HttpRequest | None,
         *,
-        retry: int | _Unset | None = UNSET,
-        keep_alive: float | _Unset | None = UNSET,
+        retry: int | Unset | None = UNSET,
+        keep_alive: float | Unset | None = UNSET,
         status: int = 200,
         headers: dict[str, str] | None = None,
         trust_client_event_id: bool = True,
@@ -341,17 +343,17 @@ class Session:
         state: dict[str, Any] | None = None,
         max_queue: int | None = None,
         overflow: Overflow = "close",
-        write_timeout: float | _Unset | None = UNSET,
-        max_lifetime: float | _Unset | None = UNSET,
+        write_timeout: float | Unset | None = UNSET,
+        max_lifetime: float | Unset | None = UNSET,
         response: SessionResponse | None = None,
     ) -> None:
         # UNSET means "the setting", None "disabled", for every option that has a setting.
-        self.retry: int | None = app_settings.RETRY if isinstance(retry, _Unset) else retry
+        self.retry: int | None = app_settings.RETRY if isinstance(retry, Unset) else retry
         self.keep_alive: float | None = (
-            app_settings.KEEP_ALIVE if isinstance(keep_alive, _Unset) else keep_alive
+            app_settings.KEEP_ALIVE if isinstance(keep_alive, Unset) else keep_alive
         )
         if self.retry is not None:
-            protocol._check_retry(self.retry)
+            protocol.check_retry(self.retry)
         if overflow not in ("close", "raise"):
             raise ValueError(f"overflow must be 'close' or 'raise', not {overflow!r}")
         self.request: HttpRequest | None = request
@@ -362,10 +364,10 @@ class Session:
         self.max_queue = app_settings.MAX_QUEUE if max_queue is None else max_queue
         self.overflow = overflow
         self.write_timeout = (
-            app_settings.WRITE_TIMEOUT if isinstance(write_timeout, _Unset) else write_timeout
+            app_settings.WRITE_TIMEOUT if isinstance(write_timeout, Unset) else write_timeout
         )
         self.max_lifetime = (
-            app_settings.MAX_LIFETIME if isinstance(max_lifetime, _Unset) else max_lifetime
+            app_settings.MAX_LIFETIME if isinstance(max_lifetime, Unset) else max_lifetime
         )
         self._deadline: float | None = None
         self.last_event_id = (
@@ -856,8 +858,8 @@ def error_frame(exc: BaseException) -> bytes:
 async def create_session(
     request: HttpRequest,
     *,
-    retry: int | _Unset | None = UNSET,
-    keep_alive: float | _Unset | None = UNSET,
+    retry: int | Unset | None = UNSET,
+    keep_alive: float | Unset | None = UNSET,
     status: int = 200,
     headers: dict[str, str] | None = None,
     trust_client_event_id: bool = True,
@@ -866,8 +868,8 @@ async def create_session(
     state: dict[str, Any] | None = None,
     max_queue: int | None = None,
     overflow: Overflow = "close",
-    write_timeout: float | _Unset | None = UNSET,
-    max_lifetime: float | _Unset | None = UNSET,
+    write_timeout: float | Unset | None = UNSET,
+    max_lifetime: float | Unset | None = UNSET,
 ) -> Session:
     """Create a session for ``request``; return ``session.response`` from the view.
 
