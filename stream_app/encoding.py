@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-__all__ = ["Serializer", "compact_json"]
+from . import protocol
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
+
+__all__ = [
+    "KEEP_ALIVE_FRAME",
+    "EventBuffer",
+    "Serializer",
+    "compact_json",
+    "error_frame",
+]
+
+#: The keep-alive comment frame.
+KEEP_ALIVE_FRAME = b":\n\n"
 
 
 class Serializer:
@@ -35,3 +49,45 @@ def compact_json(data: Any) -> str:
     if type(data) is int:
         return str(data)
     return _json_encoder.encode(data)
+
+
+class EventBuffer:
+    """Events encoded into one buffer, queued together by ``Session.batch``."""
+
+    __slots__ = ("_parts", "_session")
+
+    def __init__(self, session: Outbox) -> None:
+        self._session = session
+        self._parts: list[bytes] = []
+
+    def push(self, data: Any, event: str | None = None, id: str | None = None) -> None:
+        """Add one event to the buffer."""
+        self._parts.append(self._session.encode(data, event, id))
+
+    def comment(self, text: str = "") -> None:
+        """Add a comment line to the buffer."""
+        self._parts.append(protocol.comment(text))
+
+    def getvalue(self) -> bytes:
+        """Everything buffered, as one frame."""
+        return b"".join(self._parts)
+
+    def clear(self) -> None:
+        """Empty the buffer."""
+        self._parts.clear()
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+
+def error_frame(exc: BaseException) -> bytes:
+    """The ``event: error`` frame for an exception raised after the first byte."""
+    from django.conf import settings
+
+    body: dict[str, Any] = {"message": "The stream failed.", "type": "internal_error"}
+    if settings.DEBUG:
+        import traceback
+
+        body["message"] = f"{type(exc).__name__}: {exc}"
+        body["traceback"] = traceback.format_exception(exc)
+    return protocol.encode_data(compact_json(body), "error")
