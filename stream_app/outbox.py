@@ -102,14 +102,14 @@ class Outbox:
         """
         if self._closed or self._closing:
             return False
-        return self._enqueue(self.encode(data, event, id))
+        return self.put(self.encode(data, event, id))
 
     async def send(self, data: Any, event: str | None = None, id: str | None = None) -> bool:
         """Queue one event, first waiting for room in the queue (backpressure)."""
         frame = self.encode(data, event, id)
         if not await self._wait_for_room():
             return False
-        return self._enqueue(frame)
+        return self.put(frame)
 
     async def iterate(
         self, source: Iterable[Any] | AsyncIterable[Any], event: str | None = None
@@ -130,7 +130,7 @@ class Outbox:
             # whole batch at its next turn.
             if (len(queue) >= self.max_queue or self._closing) and not await self._wait_for_room():
                 return False
-            if not self._enqueue(frame):
+            if not self.put(frame):
                 return False
         return True
 
@@ -165,7 +165,7 @@ class Outbox:
         buffer.clear()
         if not await self._wait_for_room():
             return False
-        return self._enqueue(frame)
+        return self.put(frame)
 
     async def batch_call(self, callback: Callable[[EventBuffer], Awaitable[object]]) -> bool:
         """The callback form of ``batch()``: ``await session.batch_call(fill)``."""
@@ -173,20 +173,17 @@ class Outbox:
         await callback(buffer)
         return await self.flush(buffer)
 
-    def put(self, frame: bytes) -> bool:
-        """Queue one encoded frame (``protocol.encode_data`` output) without waiting.
-
-        The same overflow policy as ``push``; False if the session has ended. For producers
-        that encode themselves: channel fan-out, replay.
-        """
-        return self._enqueue(frame)
-
     async def wait_for_room(self) -> bool:
         """Wait until the queue has room; False if the session ended or is closing meanwhile."""
         return await self._wait_for_room()
 
-    def _enqueue(self, frame: bytes, keep_alive: bool = False) -> bool:
-        """Queue encoded bytes; the one place every producer goes through."""
+    def put(self, frame: bytes, keep_alive: bool = False) -> bool:
+        """Queue one encoded frame (``protocol.encode_data`` output) without waiting.
+
+        The one place every producer goes through (fan-out and replay call it directly). The
+        same overflow policy as ``push``; False if the session has ended. A ``keep_alive``
+        frame (a comment, a ``retry``) is queued even when the queue is full.
+        """
         if self._closed:
             return False
         queue = self._queue

@@ -189,7 +189,7 @@ class Session(Outbox):
         """Tell the client to reconnect in a jittered while, then close (graceful shutdown)."""
         if self._closed:
             return
-        self._enqueue(tasks.retry_frame(), keep_alive=True)
+        self.put(tasks.retry_frame(), keep_alive=True)
         self.close_reason = "shutdown"
         self.close()
 
@@ -252,7 +252,7 @@ class Session(Outbox):
         lifetime."""
         keep_alive = self.keep_alive
         if keep_alive is not None and now - self._last_write >= keep_alive:
-            self._enqueue(KEEP_ALIVE_FRAME, keep_alive=True)
+            self.put(KEEP_ALIVE_FRAME, keep_alive=True)
         self._check_write_timeout(now)
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
@@ -410,7 +410,7 @@ class Session(Outbox):
                 raise
             except Exception as exc:
                 logger.exception("a stream callback failed")
-                self._enqueue(error_frame(exc))
+                self.put(error_frame(exc))
                 self.close()
                 return
             if not self._channels:

@@ -56,13 +56,14 @@ class GenerationSession(Session):
     """A session that ends itself after a generation's ``done`` or ``error`` event.
 
     The terminal frame can arrive live, from another worker, or in replayed history: every
-    path queues through ``_enqueue``, so that is where the end is noticed.
+    path queues through ``put``, so that is where the end is noticed.
     """
 
     __slots__ = ()
 
-    def _enqueue(self, frame: bytes, keep_alive: bool = False) -> bool:
-        queued = super()._enqueue(frame, keep_alive)
+    def put(self, frame: bytes, keep_alive: bool = False) -> bool:
+        """Queue ``frame``; a terminal event's frame then closes the session."""
+        queued = super().put(frame, keep_alive)
         if queued and not keep_alive and frame.startswith(_TERMINAL_FRAMES):
             self.close()
         return queued
