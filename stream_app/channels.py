@@ -155,9 +155,9 @@ class Channel:
         if not self._sessions and not self.local:
             get_backend().subscribe(self.name)
         self._sessions.add(session)
-        if session._channels is None:
-            session._channels = set()
-        session._channels.add(self)
+        if session.channels is None:
+            session.channels = set()
+        session.channels.add(self)
         return True
 
     def deregister(self, session: Session) -> None:
@@ -165,8 +165,8 @@ class Channel:
         if session not in self._sessions:
             return
         self._sessions.discard(session)
-        if session._channels is not None:
-            session._channels.discard(self)
+        if session.channels is not None:
+            session.channels.discard(self)
         if not self._sessions and not self.local:
             get_backend().unsubscribe(self.name)
 
@@ -330,7 +330,7 @@ def on_control(event: str, handler: Callable[[Message], None]) -> None:
 
 def leave_all(session: Session) -> None:
     """Deregister ``session`` from every channel it is on."""
-    for channel in list(session._channels or ()):
+    for channel in list(session.channels or ()):
         channel.deregister(session)
 
 

@@ -53,7 +53,7 @@ def _on_connect(sender: object, session: Session, **kwargs: Any) -> None:
 
     # stats.opened was just incremented for this session: unique within the process.
     sid = f"{_PID}-{stats.opened}"
-    channels = ",".join(sorted(c.name for c in session._channels or ()))
+    channels = ",".join(sorted(c.name for c in session.channels or ()))
     _open[session] = (sid, time.monotonic(), channels)
     request = session.request
     meta = request.META if request is not None else {}

@@ -64,7 +64,6 @@ class Session(Outbox):
     __slots__ = (
         "__weakref__",
         "_callback_task",
-        "_channels",
         "_closed_waiter",
         "_deadline",
         "_last_write",
@@ -74,6 +73,7 @@ class Session(Outbox):
         "_start_timer",
         "_started",
         "_task",
+        "channels",
         "close_reason",
         "hold",
         "keep_alive",
@@ -134,7 +134,9 @@ class Session(Outbox):
         self._task: asyncio.Task[Any] | None = None
         self._callback_task: asyncio.Task[None] | None = None
         self._start_callback: Callable[[Session], Awaitable[object]] | None = None
-        self._channels: set[Channel] | None = None
+        #: The channels this session is registered on (kept by ``Channel.register`` and
+        #: ``deregister``; it leaves them all when it ends).
+        self.channels: set[Channel] | None = None
         #: Set by the channel layer while it replays history: live delivery then hands each
         #: ``(event id, frame)`` to it instead of queueing it (``stream_app.replay``).
         self.hold: Callable[[str, bytes], None] | None = None
@@ -285,8 +287,8 @@ class Session(Outbox):
                 future.set_result(None)
         if self._callback_task is not None and not self._callback_task.done():
             self._callback_task.cancel()
-        if self._channels:
-            for channel in list(self._channels):
+        if self.channels:
+            for channel in list(self.channels):
                 channel.deregister(self)
         for callback in self._on_close or ():
             try:
@@ -413,7 +415,7 @@ class Session(Outbox):
                 self.put(error_frame(exc))
                 self.close()
                 return
-            if not self._channels:
+            if not self.channels:
                 self.close()
 
         self._callback_task = asyncio.ensure_future(run())
