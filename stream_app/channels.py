@@ -30,6 +30,7 @@ from .backends.base import BackendUnavailable, Message
 from .conf import app_settings
 from .encoding import compact_json
 from .filters import FilterError, compile_filter
+from .logs import log_publish_error
 from .replay import Replay, compiled_filter
 from .sessions import stats
 from .signals import broadcast_sent
@@ -290,8 +291,6 @@ def _sent(event_id: str, channel: Channel, message: Message) -> str:
 
 
 def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
-    from .logs import log_publish_error
-
     stats.publish_errors += 1
     log_publish_error(message.channel, exc)
 

@@ -18,6 +18,7 @@ from .backends import get_backend
 from .conf import app_settings
 from .lifecycle import is_shutting_down
 from .redact import redact
+from .stats import stats
 
 __all__ = ["health_view"]
 
@@ -29,8 +30,6 @@ _last = {"ok": True}
 
 async def health_view(request: HttpRequest) -> JsonResponse:
     """200 when the backend answers a ping, else 503; the body says which and why."""
-    from .sessions import stats
-
     backend = get_backend()
     name = type(backend).__name__
     reason = None

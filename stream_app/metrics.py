@@ -39,8 +39,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from .backends import get_backend
+from .channels import channel_snapshot
 from .conf import app_settings
 from .permissions import bearer_matches
+from .stats import stats
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -98,10 +101,6 @@ class StreamCollector:
 
     def _families(self, *, sample: bool) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        from .backends import get_backend
-        from .channels import channel_snapshot
-        from .sessions import stats
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value if sample else None)
