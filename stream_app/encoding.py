@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import traceback
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from . import protocol
@@ -82,12 +84,8 @@ class EventBuffer:
 
 def error_frame(exc: BaseException) -> bytes:
     """The ``event: error`` frame for an exception raised after the first byte."""
-    from django.conf import settings
-
     body: dict[str, Any] = {"message": "The stream failed.", "type": "internal_error"}
     if settings.DEBUG:
-        import traceback
-
         body["message"] = f"{type(exc).__name__}: {exc}"
         body["traceback"] = traceback.format_exception(exc)
     return protocol.encode_data(compact_json(body), "error")
