@@ -19,6 +19,7 @@ from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
 from stream_app.channels import get_channel, subscribe
 from stream_app.protocol import Event
+from stream_app.replay import coverage
 from stream_app.sessions import Session
 from stream_app.testing import EventStream
 from tests.conftest import Server
@@ -66,6 +67,34 @@ async def test_replay_pages_within_the_queue_and_hands_over_past_a_full_hold() -
         assert [int(e.data or "") for e in events] == list(range(1, 130))
         assert [e.id for e in events[:94]] == sent[1:]
         assert max(pages) <= 5
+    finally:
+        reset_backend()
+
+
+@override_settings(STREAM_APP={"HISTORY_SIZE": 3})
+async def test_replay_coverage_tells_what_history_gave() -> None:
+    """What later steps (the notifications backlog) learn instead of reading history again."""
+    reset_backend()
+    try:
+        kept, trimmed = get_channel("cover-kept"), get_channel("cover-trimmed")
+        mark = await kept.abroadcast("before")
+        lost = [await trimmed.abroadcast(i) for i in range(3)]
+        retained = [await trimmed.abroadcast(i) for i in range(3, 6)]
+        replayed = await kept.abroadcast("after")
+        request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": mark})
+        session = Session(request, retry=None, keep_alive=None)
+        assert coverage(session) is None
+        await subscribe(session, [kept, trimmed])
+        covered = coverage(session)
+        assert covered is not None
+        # Older than the client's id: it has them; replayed: it has them now.
+        assert covered.covers("cover-kept", mark)
+        assert covered.covers("cover-kept", replayed)
+        assert all(covered.covers("cover-trimmed", i) for i in retained)
+        # Pushed out of the ring: nobody sent them (the backlog may).
+        assert not any(covered.covers("cover-trimmed", i) for i in lost)
+        assert not covered.covers("cover-other", replayed)
+        assert not covered.covers("cover-kept", "not-an-id")
     finally:
         reset_backend()
 
