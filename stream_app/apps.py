@@ -13,10 +13,12 @@ class StreamAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, logout, logs
-        from .backends import memory
+        from . import checks, lifecycle, logout, logs
+        from .backends import close_backends, memory
 
         checks.register()
+        # The ASGI lifespan's shutdown closes the backend once streams are closed.
+        lifecycle.on_stop(close_backends)
         # The memory backend learns that this process serves streams (its first ASGI request).
         memory.connect_receivers()
         # Structured connect/disconnect log lines (stream_app.logs).

@@ -42,16 +42,15 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 import django
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, sync_to_async
 from django.core import signals
-from django.core.exceptions import ImproperlyConfigured, RequestAborted
-from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponseBase
@@ -59,30 +58,25 @@ from django.urls import get_resolver, set_script_prefix
 
 from .backends.memory import mark_serving
 from .conf import app_settings
+from .guards import (
+    ASGI_REQUIRED,
+    ENDPOINT_ATTRIBUTE,
+    StreamingRequiresASGI,
+    require_asgi,
+    stream_endpoint,
+)
 from .lifecycle import install_signal_handlers
 from .sessions import track_sessions
 from .threads import RequestThreadContext
 
 __all__ = [
+    "ASGI_REQUIRED",
     "StreamASGIHandler",
     "StreamingRequiresASGI",
     "get_asgi_application",
     "require_asgi",
     "stream_endpoint",
 ]
-
-_View = TypeVar("_View", bound=Callable[..., Any])
-_ENDPOINT = "stream_app_endpoint"
-
-
-def stream_endpoint(view: _View) -> _View:
-    """Mark an async view that opens an event stream, for ``StreamASGIHandler``'s fast path.
-
-    The handler then runs the project's middleware for it in one hop into the request's thread
-    (see the module docstring). Harmless under any other handler.
-    """
-    setattr(view, _ENDPOINT, True)
-    return view
 
 
 def _path_info(scope: Any) -> str:
@@ -97,7 +91,7 @@ def _opens_stream(path_info: str) -> bool:
     except Exception:
         # Django's own resolution answers this request (a 404, or the error it reports).
         return False
-    return getattr(match.func, _ENDPOINT, False) is True
+    return getattr(match.func, ENDPOINT_ATTRIBUTE, False) is True
 
 
 class _LeftoverCalls:
@@ -203,22 +197,6 @@ class _Slot:
 
 
 _handoff: contextvars.ContextVar[_Slot] = contextvars.ContextVar("stream_app_handoff")
-
-ASGI_REQUIRED = (
-    "Server-sent events need an ASGI server: under WSGI (plain runserver, gunicorn sync workers) "
-    "a stream is collected whole and never sent. Run the project with daphne or uvicorn "
-    "(add 'daphne' to INSTALLED_APPS for runserver)."
-)
-
-
-class StreamingRequiresASGI(ImproperlyConfigured):
-    """A stream was requested from a view served over WSGI."""
-
-
-def require_asgi(request: HttpRequest) -> None:
-    """Raise StreamingRequiresASGI unless ``request`` came through an ASGI handler."""
-    if not isinstance(request, ASGIRequest):
-        raise StreamingRequiresASGI(ASGI_REQUIRED)
 
 
 def _response_headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:

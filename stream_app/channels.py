@@ -15,21 +15,24 @@ the handler registered with ``on_control``, never to a session.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 
 from . import protocol
-from .backends import get_backend
-from .backends.base import BackendUnavailable, Message, id_key
+from .backends import attach, get_backend
+from .backends.base import BackendUnavailable, Message
 from .conf import app_settings
-from .filters import FilterError, Predicate, cached_filter, compile_filter
-from .lifecycle import spawn
-from .sessions import _compact_json, stats
+from .encoding import compact_json
+from .filters import FilterError, compile_filter
+from .logs import log_publish_error
+from .replay import Replay, compiled_filter
+from .sessions import stats
 from .signals import broadcast_sent
 
 if TYPE_CHECKING:
@@ -43,7 +46,10 @@ __all__ = [
     "MessageTooLarge",
     "abroadcast",
     "broadcast",
+    "channel_snapshot",
+    "count_local",
     "create_channel",
+    "deliver",
     "get_channel",
     "leave_all",
     "on_control",
@@ -134,8 +140,15 @@ class Channel:
         A session with a ``last_event_id`` first receives what it missed on this channel; use
         ``subscribe(session, channels)`` to replay several channels as one ordered history.
         """
-        if self._add(session) and session.last_event_id and not self.local:
-            spawn(_replay(session, [self]))
+        replay = None
+        if session.last_event_id and not self.local and not session.is_closed:
+            replay = Replay(session, [self.name], session.last_event_id)
+            # Live events wait in the replay's hold until history is queued.
+            session.hold = replay.hold
+        if self._add(session) and replay is not None:
+            replay.start()
+        elif replay is not None:
+            session.hold = None
 
     def _add(self, session: Session) -> bool:
         if session.is_closed or session in self._sessions:
@@ -143,9 +156,9 @@ class Channel:
         if not self._sessions and not self.local:
             get_backend().subscribe(self.name)
         self._sessions.add(session)
-        if session._channels is None:
-            session._channels = set()
-        session._channels.add(self)
+        if session.channels is None:
+            session.channels = set()
+        session.channels.add(self)
         return True
 
     def deregister(self, session: Session) -> None:
@@ -153,8 +166,8 @@ class Channel:
         if session not in self._sessions:
             return
         self._sessions.discard(session)
-        if session._channels is not None:
-            session._channels.discard(self)
+        if session.channels is not None:
+            session.channels.discard(self)
         if not self._sessions and not self.local:
             get_backend().unsubscribe(self.name)
 
@@ -229,8 +242,7 @@ class Channel:
         sessions = self._sessions
         if not sessions:
             return 0
-        spec = message.filter
-        predicate: Predicate | None = spec if callable(spec) else _compiled(spec)
+        predicate = compiled_filter(message.filter)
         frame: bytes | None = None
         delivered = 0
         for session in list(sessions):
@@ -238,10 +250,10 @@ class Channel:
                 continue
             if frame is None:
                 frame = protocol.encode_data(message.data, message.event, message.id or None)
-            replay = session._replay
-            if replay is not None:
-                replay.append((message.id, frame))
-            elif not session._enqueue(frame):
+            hold = session.hold
+            if hold is not None:
+                hold(message.id, frame)
+            elif not session.put(frame):
                 continue
             delivered += 1
         return delivered
@@ -265,24 +277,10 @@ class Channel:
         return async_to_sync(self.acount)(filter)
 
 
-def _compiled(spec: Any) -> Predicate | None:
-    try:
-        return cached_filter(spec)
-    except FilterError as exc:
-        # Publishers here refuse such a filter; one from another process (older code, a script
-        # writing to the backend) is refused here, before it is evaluated or cached.
-        logger.warning("dropped an event whose filter was refused: %s", exc)
-        return _match_nothing
-
-
-def _match_nothing(state: Any) -> bool:
-    return False
-
-
 def _serialize(data: Any) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
         raise TypeError("broadcast() takes text or serializable data, not bytes")
-    return _compact_json(data)
+    return compact_json(data)
 
 
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
@@ -293,8 +291,6 @@ def _sent(event_id: str, channel: Channel, message: Message) -> str:
 
 
 def _publish_failed(message: Message, exc: BackendUnavailable) -> None:
-    from .logs import log_publish_error
-
     stats.publish_errors += 1
     log_publish_error(message.channel, exc)
 
@@ -333,12 +329,15 @@ def on_control(event: str, handler: Callable[[Message], None]) -> None:
 
 def leave_all(session: Session) -> None:
     """Deregister ``session`` from every channel it is on."""
-    for channel in list(session._channels or ()):
+    for channel in list(session.channels or ()):
         channel.deregister(session)
 
 
-def _deliver(message: Message) -> None:
-    """The backend's delivery callback: fan a message out to this process's sessions."""
+def deliver(message: Message) -> None:
+    """The backend's delivery callback: fan a message out to this process's sessions.
+
+    Control messages (``stream_app.*``) go to their ``on_control`` handler instead.
+    """
     event = message.event
     if event is not None and event.startswith(CONTROL_PREFIX):
         handler = _control_handlers.get(event)
@@ -350,69 +349,55 @@ def _deliver(message: Message) -> None:
         channel.fan_out(message)
 
 
-async def subscribe(session: Session, channels: Iterable[Channel]) -> None:
+async def subscribe(
+    session: Session,
+    channels: Iterable[Channel],
+    *,
+    then: Callable[[], Awaitable[object]] | None = None,
+    from_start: bool = False,
+) -> None:
     """Register ``session`` on ``channels`` and replay, as one ordered history, what it missed.
 
-    The live registration comes first and live events are held while history is read, so
-    nothing falls between the two and nothing is sent twice.
+    What it missed is what the named channels published after its ``last_event_id`` (with
+    ``from_start``, all their retained history). The live registration comes first and live
+    events are held while history is paged into the session, so nothing falls between the
+    two and nothing is sent twice (``stream_app.replay``). ``then`` runs once history is
+    queued, before live events flow (connect hooks, a ``ready`` event).
+
+    Without a replay ``then`` runs here and its exceptions propagate. With one, this returns
+    once the replay is done, or once it waits for the client to drain its queue, or just
+    before ``then``: the rest of the history, ``then`` and the hand-over follow as the client
+    reads (the writer starts only once the view returns), and a failing ``then`` is logged
+    and ends the stream.
     """
     channels = list(channels)
-    replay = bool(session.last_event_id) and any(not c.local for c in channels)
-    if replay:
-        session._replay = []
+    names = [c.name for c in channels if not c.local]
+    after = None if from_start else session.last_event_id
+    replay = Replay(session, names, after) if names and (from_start or after) else None
+    if replay is not None:
+        session.hold = replay.hold
     for channel in channels:
         channel._add(session)
     # Live delivery first, so that a client told it is subscribed misses nothing published
     # from then on. A backend that is down does not hold the stream up: its listener
     # subscribes when it reconnects.
     backend = get_backend()
-    for channel in channels:
-        if not channel.local:
-            await backend.ready(channel.name, SUBSCRIBE_TIMEOUT)
-    if replay:
-        await _replay(session, [c for c in channels if not c.local])
-
-
-async def _replay(session: Session, channels: list[Channel]) -> None:
-    after = session.last_event_id or ""
-    backend = get_backend()
-    if session._replay is None:
-        session._replay = []
+    for name in names:
+        await backend.ready(name, SUBSCRIBE_TIMEOUT)
+    if replay is None:
+        if then is not None:
+            await then()
+        return
+    task = replay.start(then)
     try:
-        if not backend.valid_id(after):
-            session._enqueue(_reset_frame(after, "invalid_id"))
-            return
-        history = await backend.history([c.name for c in channels], after)
-        if not history.complete:
-            session._enqueue(_reset_frame(after, "history_expired"))
-        else:
-            stats.replay_hits += 1
-        seen: set[str] = set()
-        for message in history.messages:
-            seen.add(message.id)
-            # The same filter as live delivery (fan_out), whichever channel object asked.
-            predicate = _compiled(message.filter)
-            if predicate is not None and not predicate(session.state):
-                continue
-            session._enqueue(protocol.encode_data(message.data, message.event, message.id))
-    except Exception:
-        logger.exception("replay failed; the session continues live")
-        session._enqueue(_reset_frame(after, "history_unavailable"))
-        seen = set()
-    finally:
-        held, session._replay = session._replay, None
-    last = id_key(max(seen, key=lambda i: id_key(i) or (0,))) if seen else None
-    for event_id, frame in held or ():
-        key = id_key(event_id)
-        if event_id in seen or (last is not None and key is not None and key <= last):
-            continue
-        session._enqueue(frame)
-
-
-def _reset_frame(after: str, reason: str) -> bytes:
-    stats.replay_resets += 1
-    body = {"reason": reason, "last_event_id": after[:64]}
-    return protocol.encode_data(_compact_json(body), "reset")
+        # ``wait`` does not cancel what it waits for: a client that leaves ends the replay
+        # through its session.
+        await asyncio.wait([replay.settled])
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        task.result()
 
 
 def count_local(channel: str, filter: Any) -> int:
@@ -424,3 +409,7 @@ def count_local(channel: str, filter: Any) -> int:
 def channel_snapshot() -> dict[str, int]:
     """Sessions per named channel in this process (for metrics)."""
     return {name: len(c._sessions) for name, c in _registry.items() if c._sessions}
+
+
+# The channel layer hands the backend its callbacks: backends never import this module.
+attach(deliver, count_local)

@@ -19,6 +19,7 @@ from .backends import get_backend
 from .conf import app_settings
 from .lifecycle import is_shutting_down
 from .redact import redact
+from .stats import stats
 
 __all__ = ["health_view"]
 
@@ -35,8 +36,6 @@ async def health_view(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"error": "method_not_allowed", "message": "GET the health check"}, status=405
         )
-    from .sessions import stats
-
     backend = get_backend()
     name = type(backend).__name__
     reason = None

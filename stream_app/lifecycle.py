@@ -16,19 +16,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import random
 import signal
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
 from .conf import app_settings
+from .sessions import live_sessions
+from .tasks import begin_shutdown, is_shutting_down, retry_frame, spawn
 
 __all__ = [
     "install_signal_handlers",
     "is_shutting_down",
+    "on_shutdown",
+    "on_stop",
     "retry_frame",
     "serve_lifespan",
     "shutdown_sessions",
@@ -36,30 +38,26 @@ __all__ = [
 ]
 
 logger = logging.getLogger("stream_app")
-_background: set[asyncio.Future[Any]] = set()
-_state = {"shutting_down": False, "installed": False}
+_state = {"installed": False}
+_shutdown_hooks: list[Callable[[], Awaitable[object]]] = []
+_stop_hooks: list[Callable[[], Awaitable[object]]] = []
 
 
-def spawn(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
-    """Run ``awaitable`` as a background task, keeping a reference until it is done.
+def on_shutdown(callback: Callable[[], Awaitable[object]]) -> None:
+    """Run ``await callback()`` when a graceful shutdown begins, before streams are closed.
 
-    The event loop keeps only weak references to tasks: one nobody holds can vanish mid-run.
+    Features register here (LLM generations hand themselves over first); this module imports
+    none of them.
     """
-    task = asyncio.ensure_future(awaitable)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
+    if callback not in _shutdown_hooks:
+        _shutdown_hooks.append(callback)
 
 
-def is_shutting_down() -> bool:
-    """True once this process has begun a graceful shutdown."""
-    return _state["shutting_down"]
-
-
-def retry_frame() -> bytes:
-    """A ``retry`` field between SHUTDOWN_RETRY and twice that, in milliseconds."""
-    base = app_settings.SHUTDOWN_RETRY
-    return f"retry: {base + random.randint(0, base)}\n\n".encode()
+def on_stop(callback: Callable[[], Awaitable[object]]) -> None:
+    """Run ``await callback()`` at the ASGI lifespan shutdown, once streams are closed
+    (the app closes its backend here)."""
+    if callback not in _stop_hooks:
+        _stop_hooks.append(callback)
 
 
 async def shutdown_sessions(grace: float | None = None) -> int:
@@ -67,16 +65,14 @@ async def shutdown_sessions(grace: float | None = None) -> int:
 
     Sessions still open after ``grace`` seconds (a peer that does not read) are aborted.
     """
-    from .sessions import live_sessions
-
-    _state["shutting_down"] = True
-    if "stream_app.llm.generations" in sys.modules:
-        # Running LLM generations first: handed over to another worker (or, on the memory
-        # backend, cancelled and saved) before their streams are closed. Imported only if
-        # generations were ever used here, so this module never loads the LLM code.
-        from .llm.generations import shutdown_generations
-
-        await shutdown_generations()
+    begin_shutdown()
+    for hook in list(_shutdown_hooks):
+        # Features first (running LLM generations are handed over to another worker, or
+        # cancelled and saved) before their streams are closed.
+        try:
+            await hook()
+        except Exception:
+            logger.exception("a shutdown hook failed")
     grace = app_settings.SHUTDOWN_GRACE if grace is None else grace
     sessions = list(live_sessions)
     for session in sessions:
@@ -86,7 +82,7 @@ async def shutdown_sessions(grace: float | None = None) -> int:
             [asyncio.ensure_future(s.wait_closed()) for s in sessions], timeout=grace
         )
         for session in sessions:
-            session._abort("shutdown")
+            session.abort("shutdown")
         logger.info("shutdown streams=%d past_grace=%d", len(sessions), len(pending))
     return len(sessions)
 
@@ -134,10 +130,9 @@ def _handler(
     loop: asyncio.AbstractEventLoop, previous: Callable[[int, FrameType | None], Any]
 ) -> Callable[[int, FrameType | None], None]:
     def handle(signum: int, frame: FrameType | None) -> None:
-        if _state["shutting_down"]:
+        if not begin_shutdown():
             previous(signum, frame)
             return
-        _state["shutting_down"] = True
         logger.info("shutdown signal=%d: closing streams", signum)
 
         async def drain_then_stop() -> None:
@@ -152,9 +147,8 @@ def _handler(
 
 
 async def serve_lifespan(receive: Any, send: Any) -> None:
-    """Answer the ASGI lifespan protocol; shutdown closes streams and the backend."""
-    from .backends import close_backends
-
+    """Answer the ASGI lifespan protocol; shutdown closes streams, then runs ``on_stop``
+    hooks (the backend's close)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -162,6 +156,10 @@ async def serve_lifespan(receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown_sessions()
-            await close_backends()
+            for hook in list(_stop_hooks):
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("a stop hook failed")
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from .redact import redact
 from .signals import session_connected, session_disconnected
+from .stats import stats
 
 if TYPE_CHECKING:
-    from .sessions import Session
+    from .session import Session
 
 __all__ = ["connect_receivers", "format_fields", "log_publish_error"]
 
@@ -49,11 +50,9 @@ def format_fields(**fields: object) -> str:
 def _on_connect(sender: object, session: Session, **kwargs: Any) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
-    from .sessions import stats
-
     # stats.opened was just incremented for this session: unique within the process.
     sid = f"{_PID}-{stats.opened}"
-    channels = ",".join(sorted(c.name for c in session._channels or ()))
+    channels = ",".join(sorted(c.name for c in session.channels or ()))
     _open[session] = (sid, time.monotonic(), channels)
     request = session.request
     meta = request.META if request is not None else {}
@@ -76,8 +75,6 @@ def _on_disconnect(sender: object, session: Session, reason: str, **kwargs: Any)
     opened = _open.pop(session, None)
     if not logger.isEnabledFor(logging.INFO):
         return
-    from .sessions import stats
-
     sid, started, channels = opened if opened is not None else (None, None, None)
     duration = f"{time.monotonic() - started:.3f}" if started is not None else None
     logger.info(

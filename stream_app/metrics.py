@@ -40,8 +40,11 @@ from typing import TYPE_CHECKING, Any, cast
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from .backends import get_backend
+from .channels import channel_snapshot
 from .conf import app_settings
 from .permissions import bearer_matches
+from .stats import stats
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -99,10 +102,6 @@ class StreamCollector:
 
     def _families(self, *, sample: bool) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        from .backends import get_backend
-        from .channels import channel_snapshot
-        from .sessions import stats
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value if sample else None)

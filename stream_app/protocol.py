@@ -23,6 +23,7 @@ __all__ = [
     "Decoder",
     "Event",
     "ProtocolError",
+    "check_retry",
     "comment",
     "decode",
     "encode",
@@ -67,7 +68,8 @@ def _refuse(field: str, value: str, chars: str) -> None:
             raise ProtocolError(field, f"must not contain {_CHAR_NAMES[char]}: {value!r}")
 
 
-def _check_retry(retry: object) -> int:
+def check_retry(retry: object) -> int:
+    """Return ``retry`` if it is a valid ``retry`` field value, else raise ProtocolError."""
     # 9.2.6: only ASCII digits set the reconnection time; a bool is an int but never meant.
     if isinstance(retry, bool) or not isinstance(retry, int):
         raise ProtocolError("retry", f"must be a non-negative integer, got {retry!r}")
@@ -110,7 +112,7 @@ def encode(event: Event) -> bytes:
         # A comment line is ":" followed by anything but a line break: split like data.
         lines.extend(f": {line}" if line else ":" for line in _LINE_BREAK.split(event.comment))
     if event.retry is not None:
-        lines.append(f"retry: {_check_retry(event.retry)}")
+        lines.append(f"retry: {check_retry(event.retry)}")
     if event.event is not None:
         _refuse("event", event.event, "\r\n")
         lines.append(f"event: {event.event}")

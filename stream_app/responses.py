@@ -43,9 +43,9 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from . import lifecycle
 from .protocol import Decoder, Event
-from .sessions import UNSET, Session, SessionResponse, _Unset
+from .sessions import UNSET, Session, SessionResponse, Unset
+from .tasks import spawn
 
 __all__ = ["SSEResponse", "Stream"]
 
@@ -71,8 +71,8 @@ class SSEResponse(SessionResponse):
         *,
         event: str | None = None,
         request: HttpRequest | None = None,
-        retry: int | _Unset | None = UNSET,
-        keep_alive: float | _Unset | None = UNSET,
+        retry: int | Unset | None = UNSET,
+        keep_alive: float | Unset | None = UNSET,
         status: int = 200,
         headers: dict[str, str] | None = None,
         serializer: Any = json,
@@ -95,7 +95,7 @@ class SSEResponse(SessionResponse):
         self.stream = Stream(session)
         if source is not None and session.method == "HEAD" and _is_upstream(source):
             # A HEAD response never streams, so nothing else would ever close the upstream.
-            lifecycle.spawn(source.aclose())
+            spawn(source.aclose())
         elif source is not None:
             session.on_start(self._produce)
 

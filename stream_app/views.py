@@ -140,19 +140,23 @@ async def stream_view(request: HttpRequest, channel: str | None = None) -> HttpR
         _open_streams[key] += 1
         session.on_close(lambda s: _release(key))
     if request.method != "HEAD":
-        try:
-            await subscribe(session, [get_channel(name) for name in names])
-            # Logging out of this Django session ends the stream, on any worker.
-            await end_on_logout(request, user, session)
-            # Connect hooks push what the session should get first (missed notifications).
+
+        async def connected() -> None:
+            # Connect hooks push what the session should get first (missed notifications),
+            # after the replayed history and before live events.
             for hook in app_settings.CONNECT_HOOKS:
                 await import_string(hook)(session, names)
+            # Tell the client it is subscribed (EventSource ignores it unless it listens).
+            await session.send({"channels": names}, "ready")
+
+        try:
+            # Logging out of this Django session ends the stream, on any worker.
+            await end_on_logout(request, user, session)
+            await subscribe(session, [get_channel(name) for name in names], then=connected)
         except BaseException:
             # The client left (CancelledError) or a hook failed: this session never streams.
             session.abandon()
             raise
-        # Tell the client it is subscribed (EventSource ignores it unless it listens for it).
-        session.push({"channels": names}, "ready")
     return session.response
 
 

@@ -209,10 +209,10 @@ async def test_subscribe_holds_live_events_during_replay_without_duplicates() ->
     backend = get_backend()
     real_history = backend.history
 
-    async def slow_history(channels: Any, after: str) -> Any:
+    async def slow_history(channels: Any, after: str, limit: int | None = None) -> Any:
         # A live event arrives while history is being read.
         live_id.append(await channel.abroadcast("during"))
-        return await real_history(channels, after)
+        return await real_history(channels, after, limit)
 
     live_id: list[str] = []
     backend.history = slow_history  # type: ignore[method-assign]

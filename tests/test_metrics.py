@@ -365,10 +365,10 @@ def test_channel_labels_past_the_cap_fold_the_smallest_into_star() -> None:
 async def test_health_while_shutting_down_answers_503(
     monkeypatch: pytest.MonkeyPatch, async_client: Any
 ) -> None:
-    from stream_app import lifecycle
+    from stream_app import tasks
 
     assert (await async_client.get("/stream/health/")).status_code == 200
-    monkeypatch.setitem(lifecycle._state, "shutting_down", True)
+    monkeypatch.setitem(tasks._state, "shutting_down", True)
     response = await async_client.get("/stream/health/")
     assert response.status_code == 503
     assert response.json()["reason"] == "shutting_down"

@@ -22,6 +22,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.test import AsyncRequestFactory, Client, override_settings
 
+from stream_app import session as session_module
 from stream_app import sessions
 from stream_app.asgi import StreamASGIHandler
 from stream_app.channels import channel_snapshot, get_channel
@@ -265,7 +266,7 @@ async def test_a_session_whose_response_is_never_sent_leaves_its_channels(
     handler_class: type[ASGIHandler], query: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Django's own handler cannot tell us the response was dropped: the start timeout does.
-    monkeypatch.setattr(sessions, "START_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(session_module, "START_TIMEOUT", 0.2)
     beta = get_channel("beta")
     before = beta.session_count
     sent = await _serve_in_process(handler_class(), f"/t/unsent/?{query}")

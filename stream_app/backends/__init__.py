@@ -10,19 +10,33 @@ One backend instance per process, built from ``STREAM_APP["BACKEND"]`` on first 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from django.utils.module_loading import import_string
 
 from ..conf import app_settings
+from .base import Backend, Message
 
-if TYPE_CHECKING:
-    from .base import Backend
-
-__all__ = ["close_backends", "get_backend", "reset_backend"]
+__all__ = ["attach", "close_backends", "get_backend", "reset_backend"]
 
 _backend: Backend | None = None
 _backend_path: str | None = None
+# The channel layer's callbacks (``attach``), handed to every backend built.
+_hub: dict[str, Any] = {}
+
+
+def attach(deliver: Callable[[Message], None], count_local: Callable[[str, Any], int]) -> None:
+    """Hand every backend the channel layer's callbacks: ``deliver(message)`` fans a message
+    out to this process's sessions, ``count_local(channel, filter)`` counts them.
+
+    ``stream_app.channels`` calls it when it is imported, so that backends never import it.
+    """
+    _hub["deliver"] = deliver
+    _hub["count_local"] = count_local
+    if _backend is not None:
+        _backend.deliver = deliver
+        _backend.count_local = count_local
 
 
 def get_backend() -> Backend:
@@ -30,11 +44,10 @@ def get_backend() -> Backend:
     global _backend, _backend_path
     path = app_settings.BACKEND
     if _backend is None or _backend_path != path:
-        from ..channels import _deliver, count_local
-
         backend = import_string(path)()
-        backend.deliver = _deliver
-        backend.count_local = count_local
+        if _hub:
+            backend.deliver = _hub["deliver"]
+            backend.count_local = _hub["count_local"]
         _backend, _backend_path = backend, path
     return _backend
 

@@ -130,8 +130,16 @@ class Backend:
         """Wait until live events of ``channel`` reach this process; False on timeout."""
         return True
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
-        """Messages of ``channels`` published after id ``after``, merged in id order."""
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
+        """Messages of ``channels`` published after id ``after``, merged in id order.
+
+        ``after=None`` reads from the start of what is retained. ``limit`` returns at most that
+        many, the oldest first: the next page starts after the last id returned. ``complete``
+        is False when events after ``after`` are no longer retained (a ``reset`` for the
+        client); each page answers it for its own ``after``.
+        """
         return History([], False)
 
     async def count(self, channel: str, filter: Any) -> int:

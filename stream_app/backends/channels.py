@@ -26,8 +26,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from ..conf import app_settings
-from ..lifecycle import spawn
 from ..redact import redact
+from ..tasks import spawn
 from .base import Backend, BackendUnavailable, History, Message
 
 __all__ = ["ChannelsBackend", "group_name"]
@@ -173,7 +173,9 @@ class ChannelsBackend(Backend):
             await self._join_all()
             await asyncio.sleep(REJOIN_EVERY)
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
         """No history: the client gets a ``reset`` event."""
         return History([], False)
 

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from itertools import islice
 
 from django.core.signals import request_started
 
@@ -186,12 +187,16 @@ class MemoryBackend(Backend):
         """No session listens to ``channel`` any more: its history may expire."""
         self._listened.discard(channel)
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
-        """Retained messages after ``after``; incomplete across a restart or past the ring."""
-        key = id_key(after)
-        if key is None:
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
+        """Retained messages after ``after`` (all with None), at most ``limit``; incomplete
+        across a restart or past the ring."""
+        found = (0, 0) if after is None else id_key(after)
+        if found is None:
             return History([], False)
-        complete = key[0] == self.boot
+        key = found
+        complete = after is None or key[0] == self.boot
         messages: list[Message] = []
         now = time.monotonic()
         with self._lock:
@@ -201,5 +206,8 @@ class MemoryBackend(Backend):
                     continue
                 if ring.dropped is not None and ring.dropped > key:
                     complete = False
-                messages.extend(m for m in ring.entries if (id_key(m.id) or (0, 0)) > key)
-        return History(in_id_order(messages), complete)
+                newer = (m for m in ring.entries if (id_key(m.id) or (0, 0)) > key)
+                # Each channel's first ``limit`` are enough for the first ``limit`` of all.
+                messages.extend(islice(newer, limit))
+        messages = in_id_order(messages)
+        return History(messages if limit is None else messages[:limit], complete)

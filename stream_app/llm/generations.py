@@ -56,7 +56,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from ..backends.base import BackendUnavailable, Message
 from ..channels import Channel, get_channel
 from ..conf import app_settings
-from ..lifecycle import spawn
+from ..lifecycle import on_shutdown, spawn
 from ..metrics import observe_generation
 from . import leases
 from .coalesce import aclose_iterator, coalesce
@@ -64,14 +64,14 @@ from .errors import error_event, internal_error
 from .events import Done, Error, LLMEvent, RawChunk, Token, ToolCall
 from .registry import (
     GenerationInfo,
-    _local,
     channel_name,
     get_local,
+    local_generations,
     lookup,
     owner_digest,
     wait_for_listener,
 )
-from .takeover import follow
+from .takeover import follow, on_rerun
 from .watch import watch
 
 __all__ = [
@@ -170,7 +170,7 @@ class Generation:
             self.lease_until = asyncio.get_running_loop().time() + float(
                 app_settings.GENERATION_HEARTBEAT_TTL
             )
-        _local[self.id] = self
+        local_generations[self.id] = self
         self.task = asyncio.ensure_future(self._run(source))
 
     def hand_over(self) -> bool:
@@ -239,7 +239,7 @@ class Generation:
         try:
             await self._produce(source)
         finally:
-            _local.pop(self.id, None)
+            local_generations.pop(self.id, None)
         if self._lease_lost and self.result is None:
             # Stopped without an end: another worker may run it now, or nobody (the backend
             # was away from every worker). Watch it as one running elsewhere, so that this
@@ -453,9 +453,40 @@ async def shutdown_generations(timeout: float = 5.0) -> int:
     other (memory backend: one process) is cancelled (reason ``shutdown``): it ends with
     ``done`` (``cancelled``) and its ``on_finish`` runs, instead of staying unfinished.
     """
-    generations = list(_local.values())
+    generations = list(local_generations.values())
     running = [g for g in generations if g.hand_over() or g.cancel("shutdown")]
     tasks = [g.task for g in running if g.task is not None]
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
     return len(running)
+
+
+def rerun(
+    info: GenerationInfo,
+    source: AsyncIterator[LLMEvent | RawChunk],
+    prefix: str,
+    on_finish: Callable[..., Any] | None,
+) -> Generation:
+    """Start a taken-over generation again on ``source``, after the ``prefix`` it had published.
+
+    Its settings come from its lease record (``takeover.take_over`` calls it).
+    """
+    record = info.record or {}
+    generation = Generation(
+        owner=info.owner,
+        id=info.id,
+        on_finish=on_finish,
+        metadata=dict(record.get("metadata") or {}),
+        grace=float(record.get("grace") or app_settings.GENERATION_GRACE),
+        coalesce_ms=float(record.get("coalesce_ms") or 0),
+        coalesce_chars=int(record.get("coalesce_chars") or 0),
+    )
+    generation.request = record.get("request") or {}
+    generation.start(source, prefix=prefix, first_id=info.first_id)
+    return generation
+
+
+# A graceful shutdown hands running generations over before their streams are closed.
+on_shutdown(shutdown_generations)
+# Taken-over generations start here (takeover cannot import this module).
+on_rerun(rerun)

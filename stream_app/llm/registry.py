@@ -29,14 +29,14 @@ __all__ = [
     "GenerationInfo",
     "channel_name",
     "get_local",
+    "local_generations",
     "lookup",
     "owner_digest",
     "wait_for_listener",
 ]
 
-#: Generations whose producer runs in this process.
-_local: dict[str, Generation] = {}
-_MAX_SEQ = 18446744073709551615
+#: Generations whose producer runs in this process, by id (kept by ``Generation`` itself).
+local_generations: dict[str, Generation] = {}
 
 
 def channel_name(generation_id: str) -> str:
@@ -51,7 +51,7 @@ def owner_digest(owner: str) -> str:
 
 def get_local(generation_id: str) -> Generation | None:
     """The generation with this id if its producer runs in this process."""
-    return _local.get(generation_id)
+    return local_generations.get(generation_id)
 
 
 @dataclass
@@ -74,14 +74,6 @@ class GenerationInfo:
         """Whether the ``done`` or ``error`` event was published."""
         return self.terminal_id is not None
 
-    @property
-    def before_first(self) -> str:
-        """An id just before the first event: replaying after it replays everything."""
-        key = id_key(self.first_id) or (0, 0)
-        if key[1] > 0:
-            return f"{key[0]}-{key[1] - 1}"
-        return f"{key[0] - 1}-{_MAX_SEQ}"
-
 
 async def lookup(generation_id: str) -> GenerationInfo | None:
     """The generation's owner and state from its history; None if unknown or expired."""
@@ -95,7 +87,7 @@ async def lookup(generation_id: str) -> GenerationInfo | None:
         return None
     terminal = next((m.id for m in messages if m.event in TERMINAL_EVENTS), None)
     info = GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
-    if terminal is None and generation_id not in _local:
+    if terminal is None and generation_id not in local_generations:
         lease = await leases.state(generation_id)
         if lease is not None and lease.record is not None:
             info.record = lease.record

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -46,7 +47,7 @@ from . import leases
 from .errors import error_event
 from .registry import GenerationInfo, channel_name, get_local, lookup
 
-__all__ = ["follow", "prefix_of", "take_over"]
+__all__ = ["Rerun", "follow", "on_rerun", "prefix_of", "take_over"]
 
 logger = logging.getLogger("stream_app")
 _followed: dict[str, asyncio.Future[Any]] = {}
@@ -84,13 +85,24 @@ async def take_over(info: GenerationInfo) -> GenerationInfo | None:
     return await lookup(info.id)
 
 
+#: Starts a producer again: ``(info, source, prefix, on_finish)``. Registered by
+#: ``stream_app.llm.generations`` (which imports this module) through ``on_rerun``.
+Rerun = Callable[[GenerationInfo, AsyncIterator[Any], str, Callable[..., Any] | None], object]
+_rerun: dict[str, Rerun] = {}
+
+
+def on_rerun(callback: Rerun) -> None:
+    """Set how ``take_over`` starts a generation again, so this module never imports it."""
+    _rerun["start"] = callback
+
+
 async def _start(generation_id: str) -> GenerationInfo | None:
-    from .generations import Generation
     from .openai import stream_chat
 
     # Read again under the lease: the old producer may have finished just before it let go.
     info = await lookup(generation_id)
-    if info is None or info.finished or info.record is None:
+    rerun = _rerun.get("start")
+    if info is None or info.finished or info.record is None or rerun is None:
         await leases.release(generation_id)
         return info
     record = info.record
@@ -107,18 +119,8 @@ async def _start(generation_id: str) -> GenerationInfo | None:
             logger.warning(
                 "generation %s: on_finish %s is gone", generation_id, record["on_finish"]
             )
-    generation = Generation(
-        owner=info.owner,
-        id=generation_id,
-        on_finish=on_finish,
-        metadata=dict(record.get("metadata") or {}),
-        grace=float(record.get("grace") or app_settings.GENERATION_GRACE),
-        coalesce_ms=float(record.get("coalesce_ms") or 0),
-        coalesce_chars=int(record.get("coalesce_chars") or 0),
-    )
-    generation.request = request
     source = stream_chat(messages, model=request.get("model"), **(request.get("params") or {}))
-    generation.start(source, prefix=prefix, first_id=info.first_id)
+    rerun(info, source, prefix, on_finish)
     await leases.update_record(generation_id, record)
     logger.info("generation %s taken over after %d characters", generation_id, len(prefix))
     info.orphaned = False

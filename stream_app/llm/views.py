@@ -60,13 +60,14 @@ class GenerationSession(Session):
     """A session that ends itself after a generation's ``done`` or ``error`` event.
 
     The terminal frame can arrive live, from another worker, or in replayed history: every
-    path queues through ``_enqueue``, so that is where the end is noticed.
+    path queues through ``put``, so that is where the end is noticed.
     """
 
     __slots__ = ()
 
-    def _enqueue(self, frame: bytes, keep_alive: bool = False) -> bool:
-        queued = super()._enqueue(frame, keep_alive)
+    def put(self, frame: bytes, keep_alive: bool = False) -> bool:
+        """Queue ``frame``; a terminal event's frame then closes the session."""
+        queued = super().put(frame, keep_alive)
         if queued and not keep_alive and frame.startswith(_TERMINAL_FRAMES):
             self.close()
         return queued
@@ -169,22 +170,17 @@ async def generation_stream_view(request: HttpRequest, generation_id: str) -> Ht
         assert info.terminal_id is not None
         if after is not None and (id_key(after) or (0,)) >= (id_key(info.terminal_id) or (0,)):
             return HttpResponse(status=204)
-        if request.method == "HEAD":
-            return session.response
-        start = id_key(after) if after is not None else None
-        for message in info.messages:
-            if start is None or (id_key(message.id) or (0,)) > start:
-                session.push(message.data, message.event, message.id)
-        session.close()
-        return session.response
     if request.method == "HEAD":
         return session.response
-    session.last_event_id = after or info.before_first
+    # The one replay path, from the client's id or from the generation's start; a finished
+    # generation ends the session with its terminal event, as a live one does.
+    session.last_event_id = after
     name = channel_name(generation_id)
-    backend.subscribe(name)
-    await wait_for_listener(backend)
-    await subscribe(session, [get_channel(name)])
-    if get_local(generation_id) is None:
+    if not info.finished:
+        backend.subscribe(name)
+        await wait_for_listener(backend)
+    await subscribe(session, [get_channel(name)], from_start=after is None)
+    if not info.finished and get_local(generation_id) is None:
         follow(generation_id)
     return session.response
 

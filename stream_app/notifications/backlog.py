@@ -8,8 +8,8 @@ last sent (at most ``NOTIFICATION_BACKLOG``).
 
 A reconnecting client (``Last-Event-ID``) already has what came before its id, and
 ``subscribe`` has just replayed what the stream history still holds after it: the database
-then only fills the gap the history lost, skipping what was replayed, so each notification
-arrives once.
+then only fills the gap the history lost, skipping what was replayed (``replay.coverage``,
+from the same read of history), so each notification arrives once.
 
 Divergence: backlog events carry no SSE ``id``. They are older than the live position, and an
 ``id`` would move the browser's ``lastEventId`` backwards, so that the next reconnect would
@@ -19,7 +19,6 @@ replay other channels' events the page never asked for. Their stable identity is
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,11 +27,10 @@ from asgiref.sync import sync_to_async
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from ..backends import get_backend
-from ..backends.base import id_key
 from ..conf import app_settings
 from ..filters import FilterError, compile_filter
 from ..models import Notification, NotificationRead
+from ..replay import coverage
 from .sending import EVENT, notification_payload
 
 if TYPE_CHECKING:
@@ -82,43 +80,25 @@ def backlog_for(
     return kept
 
 
-def _replayed_ids(messages: Sequence[Any]) -> set[int]:
-    ids: set[int] = set()
-    for message in messages:
-        if message.event != EVENT:
-            continue
-        try:
-            ids.add(int(json.loads(message.data)["id"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return ids
-
-
 async def deliver_backlog(session: Session, channels: Sequence[str]) -> None:
     """The connect hook: push the session's missed notifications (see the module docstring)."""
     names = [name for name in channels if is_notification_channel(name)]
     if not names:
         return
     try:
-        after = session.last_event_id
-        after_key = None
-        replayed: set[int] = set()
-        backend = get_backend()
-        if after and backend.valid_id(after):
-            # What ``subscribe`` has just replayed. ``history.complete`` is not trusted: a
-            # trimmed Redis stream can report complete (XTRIM does not record what it
-            # dropped), so any notification sent after ``after`` and not replayed is sent here.
-            history = await backend.history(names, after)
-            after_key = id_key(after)
-            replayed = _replayed_ids(history.messages)
+        # What the replay just found in history (no second read of it): it says which
+        # notifications the client has already, or has just been sent.
+        covered = coverage(session)
         rows = await sync_to_async(backlog_for)(names, session.state)
         for notification in rows:
-            if notification.pk in replayed:
+            if (
+                covered is not None
+                and notification.event_id
+                and covered.covers(notification.channel, notification.event_id)
+            ):
                 continue
-            sent_key = id_key(notification.event_id) if notification.event_id else None
-            if after_key is not None and sent_key is not None and sent_key <= after_key:
-                continue
-            session.push(notification_payload(notification), EVENT)
+            if not await session.send(notification_payload(notification), EVENT):
+                return
     except Exception:
         # The stream works without its backlog; never fail the connection for it.
         logger.exception("could not deliver missed notifications")

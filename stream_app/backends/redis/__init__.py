@@ -34,8 +34,8 @@ import redis
 import redis.asyncio as aredis
 
 from ...conf import app_settings
-from ...lifecycle import spawn
 from ...redact import redact
+from ...tasks import spawn
 from ..base import Backend, BackendUnavailable, History, Message, id_key
 from .connection import target
 from .listener import NETWORK_ERRORS, Listener, merged
@@ -213,9 +213,17 @@ class RedisBackend(Backend):
 
     # -- history and counts --------------------------------------------------------------------
 
-    async def history(self, channels: Iterable[str], after: str) -> History:
-        """Stream entries after ``after`` on ``channels``, merged in id order."""
-        key = id_key(after)
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
+        """Stream entries after ``after`` (all with None) on ``channels``, merged in id order,
+        at most ``limit``."""
+        if after is None:
+            key: tuple[int, ...] | None = (0, 0)
+            start = "-"
+        else:
+            key = id_key(after)
+            start = f"({after}"
         if key is None:
             return History([], False)
         names = list(channels)
@@ -224,12 +232,14 @@ class RedisBackend(Backend):
             pipe.get(f"{self.prefix}:epoch")
             pipe.lrange(self.holes_key, 0, -1)
             for name in names:
-                pipe.xrange(self.stream_key(name), f"({after}", "+")
+                # Each stream's first ``limit`` are enough for the first ``limit`` of all.
+                pipe.xrange(self.stream_key(name), start, "+", count=limit)
                 pipe.xinfo_stream(self.stream_key(name))
             results = await pipe.execute(raise_on_error=False)
         epoch, holes = results[0], results[1]
-        complete = epoch is not None and int(epoch) <= key[0]
-        if isinstance(holes, list) and crosses_hole(holes, key):
+        # From the start, the epoch does not matter: only trimming loses events.
+        complete = after is None or (epoch is not None and int(epoch) <= key[0])
+        if after is not None and isinstance(holes, list) and crosses_hole(holes, key):
             complete = False
         entries, infos = results[2::2], results[3::2]
         for found in entries:
@@ -237,7 +247,8 @@ class RedisBackend(Backend):
                 raise found
         if any(isinstance(info, dict) and trimmed_after(info, key) for info in infos):
             complete = False
-        return History(merged(names, entries), complete)
+        messages = merged(names, entries)
+        return History(messages if limit is None else messages[:limit], complete)
 
     async def count(self, channel: str, filter: Any) -> int:
         """Ask every listening worker for its matching sessions and add the answers up."""

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio as aredis
 
-from ...lifecycle import spawn
 from ...redact import redact
+from ...tasks import spawn
 from ..base import Message, id_key, in_id_order
 from .scripts import crosses_hole
 

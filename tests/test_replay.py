@@ -1,0 +1,227 @@
+"""Replay over real servers: a client any number of events behind resumes, with bounded memory.
+
+A uvicorn worker on the memory backend and on a real Redis; ``MAX_QUEUE`` is small so that the
+history is many times what one session may queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from django.test import AsyncRequestFactory, override_settings
+
+from stream_app import protocol
+from stream_app.backends import get_backend, reset_backend
+from stream_app.channels import get_channel, subscribe
+from stream_app.protocol import Event
+from stream_app.replay import coverage
+from stream_app.sessions import Session
+from stream_app.testing import EventStream
+from tests.conftest import Server
+
+TOKEN = {"Authorization": "Bearer test-token"}
+MAX_QUEUE = 50
+HISTORY = 500
+
+
+@override_settings(STREAM_APP={"MAX_QUEUE": 10})
+async def test_replay_pages_within_the_queue_and_hands_over_past_a_full_hold() -> None:
+    """In one process: history is read a few events at a time as the writer drains, and live
+    events that overflow the hold meanwhile are read from history again, none lost or doubled.
+    """
+    reset_backend()
+    try:
+        channel = get_channel("paged")
+        sent = [await channel.abroadcast(i) for i in range(95)]
+        backend = get_backend()
+        pages: list[int] = []
+        real_history = backend.history
+
+        async def recording(*args: Any) -> Any:
+            history = await real_history(*args)
+            pages.append(len(history.messages))
+            return history
+
+        backend.history = recording  # type: ignore[method-assign]
+        request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": sent[0]})
+        session = Session(request, retry=None, keep_alive=None)
+        await subscribe(session, [channel])
+        assert session.queued <= 10
+        events: list[Event] = []
+        live = 95
+        async for chunk in session.response:
+            assert session.queued <= 10
+            events.extend(protocol.decode(chunk))
+            # Live events while the replay pages: three per write overflow the hold (10).
+            for _ in range(3):
+                if live < 130:
+                    channel.broadcast(live)
+                    live += 1
+            if events and events[-1].data == "129":
+                session.close()
+        assert [int(e.data or "") for e in events] == list(range(1, 130))
+        assert [e.id for e in events[:94]] == sent[1:]
+        assert max(pages) <= 5
+    finally:
+        reset_backend()
+
+
+@override_settings(STREAM_APP={"HISTORY_SIZE": 3})
+async def test_replay_coverage_tells_what_history_gave() -> None:
+    """What later steps (the notifications backlog) learn instead of reading history again."""
+    reset_backend()
+    try:
+        kept, trimmed = get_channel("cover-kept"), get_channel("cover-trimmed")
+        mark = await kept.abroadcast("before")
+        lost = [await trimmed.abroadcast(i) for i in range(3)]
+        retained = [await trimmed.abroadcast(i) for i in range(3, 6)]
+        replayed = await kept.abroadcast("after")
+        request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": mark})
+        session = Session(request, retry=None, keep_alive=None)
+        assert coverage(session) is None
+        await subscribe(session, [kept, trimmed])
+        covered = coverage(session)
+        assert covered is not None
+        # Older than the client's id: it has them; replayed: it has them now.
+        assert covered.covers("cover-kept", mark)
+        assert covered.covers("cover-kept", replayed)
+        assert all(covered.covers("cover-trimmed", i) for i in retained)
+        # Pushed out of the ring: nobody sent them (the backlog may).
+        assert not any(covered.covers("cover-trimmed", i) for i in lost)
+        assert not covered.covers("cover-other", replayed)
+        assert not covered.covers("cover-kept", "not-an-id")
+    finally:
+        reset_backend()
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    settings = {"MAX_QUEUE": MAX_QUEUE, "HISTORY_SIZE": 2000}
+    env = {"STREAM_APP_JSON": json.dumps(settings), "STREAM_KEEP_ALIVE": "0.5"}
+    if request.param == "redis":
+        env.update(request.getfixturevalue("redis_env"))
+    return env
+
+
+async def publish_many(server: Server, channel: str, items: list[Any]) -> list[str]:
+    """Publish ``items`` in order through the publish endpoint; their ids."""
+    ids = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for data in items:
+            reply = await client.post(
+                f"{server.url}/stream/publish/",
+                json={"channel": channel, "data": data},
+                headers=TOKEN,
+            )
+            assert reply.status_code == 201, reply.text
+            ids.append(reply.json()["id"])
+    return ids
+
+
+async def read_until(stream: EventStream, stop: Callable[[Event], bool]) -> list[Event]:
+    events = []
+    while True:
+        event = await stream.next_event(10)
+        events.append(event)
+        if stop(event):
+            return events
+
+
+@pytest.mark.parametrize("resume", ["first_id", "0-0"])
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+async def test_replay_resumes_a_client_many_times_max_queue_behind(
+    server_factory: Callable[..., Server], backend_env: dict[str, str], resume: str
+) -> None:
+    worker = server_factory("uvicorn", backend_env)
+    sent = await publish_many(worker, "alpha", list(range(HISTORY)))
+    after = sent[0] if resume == "first_id" else "0-0"
+    expected = list(range(1, HISTORY)) if resume == "first_id" else list(range(HISTORY))
+    stream = await EventStream(
+        f"{worker.url}/sse/?channel=alpha", headers={"Last-Event-ID": after}
+    ).open()
+    try:
+        assert stream.status_code == 200
+        events = await read_until(stream, lambda e: e.event == "ready")
+        if resume == "0-0" and events[0].event == "reset":
+            # "0-0" is older than any id this history began with: it may say so, once.
+            events = events[1:]
+        replayed = events[:-1]
+        assert [e.event for e in replayed] == [None] * len(replayed)
+        assert [int(e.data or "") for e in replayed] == expected
+        assert [e.id for e in replayed] == sent[-len(expected) :]
+        (live,) = await publish_many(worker, "alpha", ["live"])
+        event = await stream.next_event(10)
+        assert (event.data, event.id) == ("live", live)
+    finally:
+        await stream.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+async def test_replay_memory_stays_bounded_for_concurrent_full_replays(
+    server_factory: Callable[..., Server], redis_env: dict[str, str]
+) -> None:
+    """20 clients replaying 1,000 events of 10 KB (10 MB each) from ``0-0`` at once.
+
+    Loading each history whole would hold 20 x 10 MB at the same moment; paged, a session
+    holds at most a page plus its queue.
+    """
+    # A small queue: what a session may hold is a few times its queue, whatever the history.
+    settings = {"MAX_QUEUE": 10, "HISTORY_SIZE": 2000}
+    env = {**redis_env, "STREAM_APP_JSON": json.dumps(settings), "STREAM_KEEP_ALIVE": "5"}
+    worker = server_factory("uvicorn", env)
+    big = "x" * 10_000
+    await publish_many(worker, "alpha", [f"{i}:{big}" for i in range(1000)])
+    # Warm up the stream path once, then measure the peak from here.
+    warm = await EventStream(f"{worker.url}/sse/?channel=alpha").open()
+    await read_until(warm, lambda e: e.event == "ready")
+    await warm.close()
+    before = status_kb(worker.proc.pid, "VmHWM")
+    clients = 20
+    counts: list[int] = []
+    streams = [
+        EventStream(f"{worker.url}/sse/?channel=alpha", headers={"Last-Event-ID": "0-0"})
+        for _ in range(clients)
+    ]
+
+    async def read_some(stream: EventStream) -> None:
+        await stream.open()
+        seen = 0
+        try:
+            # A slow reader: a few events, then it waits while the others start.
+            while seen < 100:
+                try:
+                    event = await stream.next_event(10)
+                except EOFError:
+                    return
+                if event.event is None:
+                    seen += 1
+        finally:
+            counts.append(seen)
+
+    try:
+        await asyncio.gather(*(read_some(s) for s in streams))
+        await asyncio.sleep(1)
+        peak = status_kb(worker.proc.pid, "VmHWM")
+    finally:
+        await asyncio.gather(*(s.close() for s in streams))
+    # Loaded whole, 20 x 10 MB of history costs 20 x 10 MB several times over (the first
+    # version grew by about 390 MB here); paged, a few MB per session (pages, queue, buffers
+    # of the server and of Redis' client) whatever the history: allow half of 20 x 10 MB.
+    assert peak - before < 100_000, (before, peak)
+    assert counts == [100] * clients
