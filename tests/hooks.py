@@ -16,12 +16,18 @@ def state_from_query(request: HttpRequest, state: dict[str, Any]) -> None:
 
 
 #: The tasks waiting in ``park``, in order.
-parked: list[asyncio.Task[Any]] = []
+#: One entry per call of ``park``: set once that call was cancelled.
+parked: list[asyncio.Event] = []
 
 
 async def park(session: Any, channel_names: list[str]) -> None:
     """A connect hook that waits until it is cancelled, like a slow backlog query."""
-    task = asyncio.current_task()
-    assert task is not None
-    parked.append(task)
-    await asyncio.sleep(3600)
+    cancelled = asyncio.Event()
+    parked.append(cancelled)
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        # Django 6.1 runs the view in the handler's own task (a TaskGroup), earlier releases
+        # in a task of its own: what every release does is cancel the view.
+        cancelled.set()
+        raise
