@@ -29,7 +29,7 @@ def test_mark_read_anonymous_is_refused(db: None) -> None:
 @pytest.mark.parametrize(
     ("body", "content_type", "code", "message"),
     [
-        (b"{not json", "application/json", "invalid_json", "body is not JSON"),
+        (b"{not json", "application/json", "invalid_json", "invalid JSON body"),
         (b'["ids"]', "application/json", "invalid_ids", "a list of up to"),
         (b'{"ids": 3}', "application/json", "invalid_ids", "a list of up to"),
         (
@@ -38,9 +38,8 @@ def test_mark_read_anonymous_is_refused(db: None) -> None:
             "invalid_ids",
             f"up to {MAX_IDS} ids",
         ),
-        (b'{"ids": ["one"]}', "application/json", "invalid_ids", "ids are integers"),
-        (b'{"ids": [null]}', "application/json", "invalid_ids", "ids are integers"),
-        (b"ids=x", "application/x-www-form-urlencoded", "invalid_ids", "ids are integers"),
+        (b'{"ids": ["one"]}', "application/json", "invalid_ids", "ids are positive integers"),
+        (b'{"ids": [null]}', "application/json", "invalid_ids", "ids are positive integers"),
     ],
 )
 def test_mark_read_bad_input_is_a_clear_error(
@@ -53,8 +52,15 @@ def test_mark_read_bad_input_is_a_clear_error(
     assert message in answer["message"]
 
 
-def test_mark_read_form_fields_mark_nothing_unknown(client: Client) -> None:
+def test_mark_read_takes_json_only(client: Client) -> None:
+    # Form fields are refused before anything is read (stream_app.requests.require_json).
+    response = client.post(URL, {"ids": ["1"]})
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+
+
+def test_mark_read_unknown_ids_mark_nothing(client: Client) -> None:
     # Ids of notifications that do not exist (or were never sent) are left out of the answer.
-    response = client.post(URL, {"ids": ["999999"]})
+    response = client.post(URL, {"ids": [999999]}, content_type="application/json")
     assert response.status_code == 200
     assert response.json() == {"read": []}
