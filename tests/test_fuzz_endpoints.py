@@ -537,6 +537,17 @@ def check(target: Target, method: str, response: Any) -> None:
         assert isinstance(body.get("message"), str)
 
 
+async def fuzz_once(route: str, identity: Identity, data: st.DataObject) -> None:
+    """Send one generated request to ``route`` as ``identity`` and check the answer."""
+    target = TARGETS[route]
+    request = data.draw(fuzzed_requests(target))
+    note(repr({**request, "data": request["data"][:200]}))
+    response = await send(identity, request)
+    if response.streaming:
+        await end_stream(response)
+    check(target, request["method"], response)
+
+
 @pytest.mark.usefixtures("fuzz_settings", "generations_stopped")
 @pytest.mark.parametrize("identity", ["anonymous", "staff"], indirect=True)
 @pytest.mark.parametrize("route", sorted(TARGETS))
@@ -554,13 +565,7 @@ def check(target: Target, method: str, response: Any) -> None:
 async def test_endpoint_answers_fuzzed_requests_without_5xx(
     route: str, identity: Identity, data: st.DataObject
 ) -> None:
-    target = TARGETS[route]
-    request = data.draw(fuzzed_requests(target))
-    note(repr({**request, "data": request["data"][:200]}))
-    response = await send(identity, request)
-    if response.streaming:
-        await end_stream(response)
-    check(target, request["method"], response)
+    await fuzz_once(route, identity, data)
 
 
 # The routes whose input reaches the backend (channel names, Last-Event-ID, generation ids):
@@ -586,10 +591,4 @@ REDIS_ROUTES = [
 async def test_endpoint_on_redis_answers_fuzzed_requests_without_5xx(
     route: str, identity: Identity, data: st.DataObject
 ) -> None:
-    target = TARGETS[route]
-    request = data.draw(fuzzed_requests(target))
-    note(repr({**request, "data": request["data"][:200]}))
-    response = await send(identity, request)
-    if response.streaming:
-        await end_stream(response)
-    check(target, request["method"], response)
+    await fuzz_once(route, identity, data)
