@@ -113,7 +113,8 @@ class Deployment:
 @pytest.fixture
 async def deployment(tmp_path: Path) -> AsyncIterator[tuple[Deployment, FreezableProxy]]:
     found = Deployment(tmp_path)
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    # --dir: a full resync writes an RDB file even with --save "", and it belongs to the test.
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
     found.spawn("primary", "--port", str(found.primary), *common)
     await asyncio.to_thread(wait_for, lambda: found.node(found.primary).ping(), 10, "primary")
     # The replica reaches the primary through a proxy, so that the test can cut replication.
