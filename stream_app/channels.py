@@ -196,7 +196,7 @@ class Channel:
                 )
         else:
             compile_filter(filter)
-        return Message(self.name, text, event, filter, id or "")
+        return Message(self.name, text, event, filter, id or "", is_json=not isinstance(data, str))
 
     def broadcast(
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
