@@ -92,7 +92,9 @@ def full_plan(
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="a subset in under a minute; warns on missed targets"
+        "--quick",
+        action="store_true",
+        help="a subset in about a minute; warns on each target not met",
     )
     parser.add_argument(
         "--servers",
