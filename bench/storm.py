@@ -110,22 +110,33 @@ def _reads(stats: list[dict[str, Any]]) -> Counter[str]:
     return total
 
 
-async def redis_calls(port: int) -> dict[str, int]:
-    """Calls per command since the Redis server started (``INFO commandstats``)."""
+async def _redis_info(port: int, section: str) -> str:
     async with asyncio.timeout(5):
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
-            writer.write(b"INFO commandstats\r\n")
+            writer.write(f"INFO {section}\r\n".encode())
             size = int((await reader.readline())[1:])
-            text = (await reader.readexactly(size + 2)).decode()
+            return (await reader.readexactly(size + 2)).decode()
         finally:
             writer.close()
+
+
+async def redis_calls(port: int) -> dict[str, int]:
+    """Calls per command since the Redis server started (``INFO commandstats``)."""
     calls = {}
-    for line in text.splitlines():
+    for line in (await _redis_info(port, "commandstats")).splitlines():
         if line.startswith("cmdstat_"):
             name, _, fields = line[8:].partition(":")
             calls[name] = int(fields.split(",")[0].split("=")[1])
     return calls
+
+
+async def redis_clients(port: int) -> int:
+    """Connections the Redis server has now (``connected_clients``, this one included)."""
+    for line in (await _redis_info(port, "clients")).splitlines():
+        if line.startswith("connected_clients:"):
+            return int(line.split(":")[1])
+    return 0
 
 
 async def _timed_publish(ctx: Context, port: int, query: str) -> float:
@@ -134,9 +145,26 @@ async def _timed_publish(ctx: Context, port: int, query: str) -> float:
     return ms(time.perf_counter() - start)
 
 
-async def _peak_rss(pids: list[int], peak: list[int], stop: asyncio.Event) -> None:
+def _log_sizes(ctx: Context) -> list[int]:
+    return [server.log.stat().st_size if server.log.exists() else 0 for server in ctx.servers]
+
+
+def _new_log_lines(ctx: Context, sizes: list[int]) -> list[str]:
+    """Lines the servers logged since ``sizes`` (Django's default logging: warnings and up)."""
+    lines: list[str] = []
+    for server, size in zip(ctx.servers, sizes, strict=True):
+        with server.log.open("rb") as log:
+            log.seek(size)
+            lines += [line for line in log.read().decode(errors="replace").splitlines() if line]
+    return lines
+
+
+async def _sample(ctx: Context, peak: dict[str, int], stop: asyncio.Event) -> None:
+    """Keep the highest RSS of the servers (and connection count of Redis) every 50 ms."""
     while not stop.is_set():
-        peak[0] = max(peak[0], rss_kb(pids))
+        peak["rss"] = max(peak["rss"], rss_kb(ctx.pids))
+        if ctx.redis:
+            peak["redis"] = max(peak["redis"], await redis_clients(ctx.redis.port))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.05)
 
@@ -201,10 +229,11 @@ async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
     rss_dropped = rss_kb(pids)
     stats0 = await _stats(ctx)
     calls0 = await redis_calls(ctx.redis.port) if ctx.redis else {}
+    log_sizes = _log_sizes(ctx)
     tracker = Tracker(phase.clients)
     back: list[StormConn] = []
-    peak, stop = [rss_dropped], asyncio.Event()
-    sampler = asyncio.ensure_future(_peak_rss(pids, peak, stop))
+    peak, stop = {"rss": rss_dropped, "redis": 0}, asyncio.Event()
+    sampler = asyncio.ensure_future(_sample(ctx, peak, stop))
     meter = Meter(ctx)
     probe_ms = live_ms = None
     failed = 0
@@ -232,6 +261,7 @@ async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
             conn.close()
     await ctx.wait_open(0, timeout=30)
     reads = _reads(stats1) - _reads(stats0)
+    logged = _new_log_lines(ctx, log_sizes)
     events = phase.clients * (phase.missed + 1)
     idle = rss_idle - rss0
     record: dict[str, Any] = {
@@ -256,14 +286,19 @@ async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
         "history_reads_channel": reads.get(ctx.profile.channel, 0),
         "history_channels": len(reads),
         "rss_idle_conn_kb": idle,
-        "rss_peak_growth_kb": peak[0] - rss_dropped,
-        "rss_peak_x_idle": (peak[0] - rss_dropped) / idle if idle > 0 else None,
+        "rss_peak_growth_kb": peak["rss"] - rss_dropped,
+        "rss_peak_x_idle": (peak["rss"] - rss_dropped) / idle if idle > 0 else None,
         "cpu_s": meter.server_s,
         "others_cpu_pct": meter.others_pct,
+        # What went wrong on the servers' side, if anything (a pool limit reached, errors).
+        "log_lines": len(logged),
+        "log_sample": logged[:5],
     }
     if ctx.redis:
         record["redis_history_calls"] = {
             name: calls1.get(name, 0) - calls0.get(name, 0) for name in _REDIS_HISTORY
         }
         record["redis_cpu_s"] = meter.redis_s
+        # The sampler's own connection is not the servers'.
+        record["redis_peak_clients"] = peak["redis"] - 1
     return record

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from stream_app.conf import DEFAULTS
+
 __all__ = ["check_targets"]
 
 Record = dict[str, Any]
 MEMORY = {"backend": "memory", "workers": 1}
 # p99 of stream_app at 5,000 clients before issue 13 (its table: notifications on connect).
 P99_5000_BEFORE_MS = 82.0
+# Each worker's Redis command pool (the realistic project keeps the default).
+REDIS_POOL = int(DEFAULTS["REDIS_MAX_CONNECTIONS"])
 
 
 def _ours(records: list[Record], scenario: str, **match: Any) -> list[Record]:
@@ -89,6 +93,12 @@ def _storm_targets(records: list[Record]) -> list[Record]:
         "storm: slowest publish during the storm", "<= 250 ms", storms,
         lambda r: max(r["probe_publish_ms"] or 0, r["live_publish_ms"] or 0),
         lambda v: v <= 250, " ms",
+    )  # fmt: skip
+    redis = [r for r in storms if r["backend"] == "redis"]
+    rows += _target(
+        "storm: Redis connections (peak, all workers) below one worker's pool",
+        f"< {REDIS_POOL}", redis,
+        lambda r: r["redis_peak_clients"], lambda v: v < REDIS_POOL,
     )  # fmt: skip
     rows += _target(
         "storm: peak RSS growth vs idle-connection memory", "<= 2x", storms,
