@@ -22,6 +22,7 @@ __all__ = [
     "HOST",
     "ChurnConn",
     "CountConn",
+    "EventsConn",
     "FanoutConn",
     "Tally",
     "churn",
@@ -117,12 +118,12 @@ class Tally:
             self.done.set()
 
 
-class FanoutConn(Conn):
-    """A listener: adds the latency of every stamped event to a shared ``Tally``."""
+class EventsConn(Conn):
+    """A listener that hands on complete events only: the bytes up to the last ``\n\n`` of
+    what has arrived go to ``events``, the rest waits for the next read."""
 
-    def __init__(self, request: bytes, tally: Tally) -> None:
+    def __init__(self, request: bytes) -> None:
         super().__init__(request)
-        self.tally = tally
         self._tail = b""
 
     def body(self, data: bytes, now: float) -> None:
@@ -132,7 +133,21 @@ class FanoutConn(Conn):
             self._tail = buffer
             return
         self._tail = buffer[cut + 2 :]
-        stamps = _STAMP.findall(buffer, 0, cut)
+        self.events(buffer, cut, now)
+
+    def events(self, buffer: bytes, end: int, now: float) -> None:
+        """Handle the complete events in ``buffer[:end]``, read at ``now``."""
+
+
+class FanoutConn(EventsConn):
+    """A listener: adds the latency of every stamped event to a shared ``Tally``."""
+
+    def __init__(self, request: bytes, tally: Tally) -> None:
+        super().__init__(request)
+        self.tally = tally
+
+    def events(self, buffer: bytes, end: int, now: float) -> None:
+        stamps = _STAMP.findall(buffer, 0, end)
         if stamps:
             self.tally.add(now, stamps)
 

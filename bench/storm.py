@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 from bench.context import Context, Meter, Storm, ms
-from bench.loadgen import HOST, Conn, http_json, open_many
+from bench.loadgen import HOST, EventsConn, http_json, open_many
 from bench.procs import rss_kb
 
 __all__ = ["StormConn", "storm"]
@@ -55,7 +55,7 @@ class Tracker:
             self.done.set()
 
 
-class StormConn(Conn):
+class StormConn(EventsConn):
     """A listener that expects events ``i = first..last``, in order, each once."""
 
     def __init__(self, request: bytes, tracker: Tracker, first: int, last: int) -> None:
@@ -66,17 +66,10 @@ class StormConn(Conn):
         self.last_id = ""
         self.got = self.duplicates = self.missing = self.resets = 0
         self.t_done: float | None = None
-        self._tail = b""
 
-    def body(self, data: bytes, now: float) -> None:
-        buffer = self._tail + data if self._tail else data
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._tail = buffer
-            return
-        self._tail = buffer[cut + 2 :]
-        self.resets += buffer.count(_RESET, 0, cut)
-        for match in _EVENT.finditer(buffer, 0, cut):
+    def events(self, buffer: bytes, end: int, now: float) -> None:
+        self.resets += buffer.count(_RESET, 0, end)
+        for match in _EVENT.finditer(buffer, 0, end):
             index = int(match[2])
             if index < self.expect:
                 self.duplicates += 1
@@ -201,7 +194,7 @@ async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
     """Run one storm (see the module docstring); the record of its figures."""
     # The missed events come from worker 1; the timed publishes go to the storming worker.
     pids, publisher, storming = ctx.pids, ctx.ports[0], ctx.ports[-1]
-    limit = 30 + phase.clients / 200
+    limit = 30 + phase.clients / 100
     rss0 = rss_kb(pids)
     first_wave = Tracker(phase.clients)
     opened = await open_many(

@@ -12,35 +12,34 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from stream_app.backends.base import History
+from stream_app.backends.base import Backend, History
 from stream_app.backends.memory import MemoryBackend
 from stream_app.backends.redis import RedisBackend
 
-__all__ = ["CountingMemoryBackend", "CountingRedisBackend", "history_reads"]
+__all__ = ["CountingMemoryBackend", "CountingRedisBackend", "HistoryCounter", "history_reads"]
 
 #: History reads of this process per channel name.
 history_reads: Counter[str] = Counter()
 
 
-class CountingMemoryBackend(MemoryBackend):
+class HistoryCounter(Backend):
+    """Counts each ``history`` call in ``history_reads``, then reads as the next class does.
+
+    Listed first in a subclass's bases, so that its ``history`` runs before the backend's.
+    """
+
+    async def history(
+        self, channels: Iterable[str], after: str | None, limit: int | None = None
+    ) -> History:
+        """Count, then read."""
+        names = list(channels)
+        history_reads.update(names)
+        return await super().history(names, after, limit)
+
+
+class CountingMemoryBackend(HistoryCounter, MemoryBackend):
     """``MemoryBackend`` that counts its history reads in ``history_reads``."""
 
-    async def history(
-        self, channels: Iterable[str], after: str | None, limit: int | None = None
-    ) -> History:
-        """Count, then read as ``MemoryBackend`` does."""
-        names = list(channels)
-        history_reads.update(names)
-        return await super().history(names, after, limit)
 
-
-class CountingRedisBackend(RedisBackend):
+class CountingRedisBackend(HistoryCounter, RedisBackend):
     """``RedisBackend`` that counts its history reads in ``history_reads``."""
-
-    async def history(
-        self, channels: Iterable[str], after: str | None, limit: int | None = None
-    ) -> History:
-        """Count, then read as ``RedisBackend`` does."""
-        names = list(channels)
-        history_reads.update(names)
-        return await super().history(names, after, limit)
