@@ -140,8 +140,9 @@ def check_targets(records: list[Record]) -> list[Record]:
         lambda v: v <= 1.0, "x",
     )  # fmt: skip
     rows += _target(
-        "fan-out p99 at 5,000 clients (before: 82 ms)", f"<= {P99_5000_BEFORE_MS:g} ms",
-        _ours(records, "fanout", clients=5000, **MEMORY), _field("p99_ms"),
+        "fan-out p99 at 5,000 clients, 10 broadcasts/s (before: 82 ms)",
+        f"<= {P99_5000_BEFORE_MS:g} ms",
+        _ours(records, "fanout", clients=5000, rate=10, **MEMORY), _field("p99_ms"),
         lambda v: v <= P99_5000_BEFORE_MS, " ms",
     )  # fmt: skip
     rows += _storm_targets(records)
