@@ -38,12 +38,14 @@ SERVERS = ("uvicorn", "daphne", "granian")
 QUICK_STORM = 300
 
 
-def _storms(sizes: list[int]) -> list[Run]:
-    """The storm on one worker (memory) and on two sharing Redis, fresh processes each."""
+def _storms(sizes: list[int], profile: bool) -> list[Run]:
+    """The storm on one worker (memory) and on two sharing Redis, fresh processes each
+    (``profile``: py-spy on the worker the clients storm)."""
     runs = []
     for clients in sizes:
-        runs.append(Run("uvicorn", "ours", (Storm(clients),)))
-        runs.append(Run("uvicorn", "ours", (Storm(clients),), backend="redis", workers=2))
+        phases = (Storm(clients),)
+        runs.append(Run("uvicorn", "ours", phases, profile=profile))
+        runs.append(Run("uvicorn", "ours", phases, "redis", workers=2, profile=profile))
     return runs
 
 
@@ -56,7 +58,7 @@ def quick_plan(profile: bool) -> list[Run]:
         for app in ("raw", "django", "ours")
     ]
     runs.append(Run("uvicorn", "ours", phases, project="lean"))
-    return runs + _storms([QUICK_STORM])
+    return runs + _storms([QUICK_STORM], profile)
 
 
 def big_fanout(clients: int) -> Fanout:
@@ -87,7 +89,7 @@ def full_plan(
             ]
         # The stripped-down project of earlier runs, as a second column.
         runs += [Run("uvicorn", app, main, project="lean") for app in ("django", "ours")]
-        runs += _storms([n for n in storms if n <= max_clients])
+        runs += _storms([n for n in storms if n <= max_clients], profile)
     for server in servers:
         if server != "uvicorn":
             runs += [Run(server, app, main) for app in ("raw", "django", "ours")]

@@ -131,13 +131,15 @@ class Context:
             await asyncio.sleep(0.05)
 
     @contextlib.asynccontextmanager
-    async def profiled(self, label: str) -> AsyncIterator[None]:
-        """Record the first server with py-spy during the block when the run asks for it."""
+    async def profiled(self, label: str, server: int = 0) -> AsyncIterator[None]:
+        """Record server ``server`` (the first) with py-spy during the block when the run asks
+        for it."""
         if not self.run.profile:
             yield
             return
-        path = self.out / f"profile-{self.run.server}-{self.run.app}-{label}.txt"
-        profiler = Profiler(self.servers[0].pids[0], path)
+        name = f"{self.run.project}-{self.run.server}-{self.run.app}-{self.run.backend}"
+        path = self.out / f"profile-{name}-{label}.txt"
+        profiler = Profiler(self.servers[server].pids[0], path)
         try:
             yield
         finally:

@@ -190,11 +190,36 @@ async def _reconnect(
     return failed
 
 
+async def _catch_up(
+    ctx: Context, phase: Storm, tracker: Tracker, after: str, back: list[StormConn]
+) -> tuple[float, int, float]:
+    """Reconnect everyone, publish mid-storm and live, wait until all are caught up (bounded);
+    returns (mid-storm publish ms, failed reconnects, live publish ms)."""
+    limit = _limit(phase)
+    storming = ctx.ports[-1]  # the worker the clients come back to
+    reconnecting = asyncio.ensure_future(_reconnect(ctx, phase, tracker, after, back))
+    await asyncio.sleep(phase.spread / 2)
+    probe_ms = await _timed_publish(ctx, storming, "start=0&count=1&channel=bench-probe")
+    failed = await asyncio.wait_for(reconnecting, limit)
+    live_ms = await _timed_publish(ctx, storming, f"start={phase.missed + 1}&count=1")
+    tracker.waiting -= failed
+    if tracker.waiting <= 0:
+        tracker.done.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tracker.done.wait(), limit)
+    return probe_ms, failed, live_ms
+
+
+def _limit(phase: Storm) -> float:
+    """The longest wait of each step (seconds)."""
+    return 30 + phase.clients / 100
+
+
 async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
     """Run one storm (see the module docstring); the record of its figures."""
-    # The missed events come from worker 1; the timed publishes go to the storming worker.
-    pids, publisher, storming = ctx.pids, ctx.ports[0], ctx.ports[-1]
-    limit = 30 + phase.clients / 100
+    # The missed events come from worker 1 (the timed publishes go to the stormed worker).
+    pids, publisher = ctx.pids, ctx.ports[0]
+    limit = _limit(phase)
     rss0 = rss_kb(pids)
     first_wave = Tracker(phase.clients)
     opened = await open_many(
@@ -232,18 +257,9 @@ async def storm(ctx: Context, phase: Storm) -> dict[str, Any]:
     failed = 0
     start = time.time()
     try:
-        with meter.window():
-            reconnecting = asyncio.ensure_future(_reconnect(ctx, phase, tracker, after, back))
-            await asyncio.sleep(phase.spread / 2)
-            probe_ms = await _timed_publish(ctx, storming, "start=0&count=1&channel=bench-probe")
-            failed = await asyncio.wait_for(reconnecting, limit)
-            query = f"start={phase.missed + 1}&count=1"
-            live_ms = await _timed_publish(ctx, storming, query)
-            tracker.waiting -= failed
-            if tracker.waiting <= 0:
-                tracker.done.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tracker.done.wait(), limit)
+        async with ctx.profiled(f"storm{phase.clients}", server=-1):
+            with meter.window():
+                probe_ms, failed, live_ms = await _catch_up(ctx, phase, tracker, after, back)
     finally:
         stop.set()
         await sampler
