@@ -50,7 +50,7 @@ def _storms(sizes: list[int], profile: bool) -> list[Run]:
 
 
 def quick_plan(profile: bool) -> list[Run]:
-    """About a minute: 1,000-listener fan-out, one 100k stream and a short churn per app
+    """A few minutes: 1,000-listener fan-out, one 100k stream and a short churn per app
     (ours in both projects), and a small storm."""
     phases = (Fanout(1000, 10, 50), Tokens(1, 100_000), Churn(2.0, 50))
     runs = [
@@ -101,7 +101,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a subset in about a minute; warns on each target not met",
+        help="a subset in 2-3 minutes; warns on each target not met",
     )
     parser.add_argument(
         "--servers",
