@@ -60,6 +60,7 @@ async def read_stream(
     body: bytes | str = b"",
     content_type: str | None = None,
     timeout: float = 5.0,
+    client_address: str | None = None,
 ) -> AsyncIterator[StreamReader]:
     """Send one request to ``client`` (an ``AsyncClient`` or an ASGI application) and yield
     its response as a ``StreamReader``; leaving the block disconnects the client.
@@ -67,7 +68,9 @@ async def read_stream(
     ``path`` may carry a query string. ``headers`` are request headers (``Accept:
     text/event-stream`` is sent unless given); ``last_event_id`` sends ``Last-Event-ID``, as
     a reconnecting browser does. ``timeout`` (seconds) bounds every wait: the response's
-    headers, each event, and the server's clean-up after the disconnect.
+    headers, each event, and the server's clean-up after the disconnect. ``client_address``
+    is the client's IP address in the ASGI scope (127.0.0.1 unless given; an ASGI application
+    only: Django's ``AsyncClient`` always sends 127.0.0.1).
     """
     if isinstance(client, Client):
         raise TypeError("read_stream needs django.test.AsyncClient (or an ASGI app), not Client")
@@ -77,9 +80,12 @@ async def read_stream(
     payload = body.encode() if isinstance(body, str) else body
     reader = StreamReader(f"{method} {path}", timeout)
     if isinstance(client, AsyncClient):
+        if client_address is not None:
+            raise TypeError("client_address needs an ASGI application: AsyncClient cannot set it")
         opened = _open_with_client(client, reader, path, method, sent, payload, content_type)
     else:
-        opened = _open_asgi(client, reader, path, method, sent, payload, content_type)
+        scope = _scope(path, method, sent, payload, content_type, client_address or "127.0.0.1")
+        opened = _open_asgi(client, reader, scope, payload)
     task, leave = await opened
     try:
         if not reader.is_event_stream and not reader.ended:
@@ -159,13 +165,7 @@ def _nothing() -> None:
 
 
 async def _open_asgi(
-    app: ASGIApp,
-    reader: StreamReader,
-    path: str,
-    method: str,
-    headers: dict[str, str],
-    body: bytes,
-    content_type: str | None,
+    app: ASGIApp, reader: StreamReader, scope: Scope, body: bytes
 ) -> tuple[asyncio.Task[None], Callable[[], None]]:
     """Call ``app`` as a server would; ``send`` fills the reader's queue."""
     left = asyncio.Event()
@@ -207,9 +207,7 @@ async def _open_asgi(
         elif not state["complete"]:
             reader.queue.put_nowait(END)
 
-    if content_type is not None:
-        headers = {**headers, "Content-Type": content_type}
-    task = asyncio.ensure_future(app(_scope(path, method, headers, body), receive, send))
+    task = asyncio.ensure_future(app(scope, receive, send))
     task.add_done_callback(finished)
     try:
         start = await asyncio.wait_for(asyncio.shield(started), reader.timeout)
@@ -228,8 +226,17 @@ async def _open_asgi(
     return task, left.set
 
 
-def _scope(path: str, method: str, headers: dict[str, str], body: bytes) -> Scope:
-    """The HTTP scope a server would build for ``path`` from 127.0.0.1."""
+def _scope(
+    path: str,
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    content_type: str | None,
+    client_address: str,
+) -> Scope:
+    """The HTTP scope a server would build for ``path`` from ``client_address``."""
+    if content_type is not None:
+        headers = {**headers, "Content-Type": content_type}
     parts = urlsplit(path)
     raw = [(b"host", b"testserver")]
     raw.extend(
@@ -248,7 +255,7 @@ def _scope(path: str, method: str, headers: dict[str, str], body: bytes) -> Scop
         "query_string": parts.query.encode("latin-1"),
         "root_path": "",
         "headers": raw,
-        "client": ("127.0.0.1", 50000),
+        "client": (client_address, 50000),
         "server": ("testserver", 80),
     }
 
