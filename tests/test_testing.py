@@ -167,6 +167,12 @@ async def test_read_stream_refuses_the_sync_client() -> None:
             pass  # pragma: no cover
 
 
+async def test_read_stream_client_address_needs_an_asgi_app() -> None:
+    with pytest.raises(TypeError, match="client_address needs an ASGI application"):
+        async with read_stream(AsyncClient(), "/sse/", client_address="10.0.0.1"):
+            pass  # pragma: no cover
+
+
 async def _deaf_app(scope: Any, receive: Any, send: Any) -> None:
     """An ASGI app that streams and never listens for http.disconnect."""
     await receive()
@@ -204,8 +210,8 @@ async def test_read_stream_reports_a_body_that_never_ends() -> None:
 
 
 async def test_read_stream_reports_a_response_that_never_starts() -> None:
-    with pytest.raises(StreamTimeout, match=r"GET /x: the response start .* within 0.2s"):
-        async with read_stream(_silent_app, "/x", timeout=0.2):
+    with pytest.raises(StreamTimeout, match=r"GET /x: the response start .* within 0\.2s"):
+        async with read_stream(_silent_app, "/x", start_timeout=0.2):
             pass  # pragma: no cover
 
 

@@ -2,9 +2,10 @@
 
 In process (needs only Django)::
 
+    from django.test import AsyncClient
     from stream_app.testing import read_stream
 
-    async def test_news(client_or_asgi_app):
+    async def test_news():
         async with read_stream(AsyncClient(), "/sse/?channel=news") as events:
             assert events.status_code == 200
             assert (await events.next()).event == "ready"

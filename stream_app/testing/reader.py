@@ -64,10 +64,12 @@ class StreamReader:
     ``NotAnEventStream`` with its status, type and body.
     """
 
-    def __init__(self, label: str, timeout: float) -> None:
+    def __init__(self, label: str, timeout: float, start_timeout: float | None = None) -> None:
         #: ``METHOD path``, for error messages.
         self.label = label
         self.timeout = timeout
+        #: The wait for the status and headers (``read_stream``'s ``start_timeout``).
+        self.start_timeout = start_timeout or timeout
         self.status_code = 0
         self.headers = Headers(())
         #: Django's response object, when read through ``AsyncClient`` (None through ASGI).
