@@ -41,7 +41,30 @@ async def _sync_events(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(iter([b"data: 1\n\n"]), content_type="text/event-stream")
 
 
-urlpatterns = [*test_urlpatterns, path("sync-events/", _sync_events)]
+async def _sync_text(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(iter([b"a", b"b"]), content_type="text/plain")
+
+
+async def _failing_events(request: HttpRequest) -> StreamingHttpResponse:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"data: first\n\n"
+        raise RuntimeError("the stream broke")
+
+    return StreamingHttpResponse(events(), content_type="text/event-stream")
+
+
+async def _slow(request: HttpRequest) -> StreamingHttpResponse:
+    await asyncio.sleep(5)
+    raise AssertionError("not reached: the client gave up")  # pragma: no cover
+
+
+urlpatterns = [
+    *test_urlpatterns,
+    path("sync-events/", _sync_events),
+    path("sync-text/", _sync_text),
+    path("failing-events/", _failing_events),
+    path("slow/", _slow),
+]
 
 
 @pytest.fixture(params=["AsyncClient", "StreamASGIHandler", "ASGIHandler"])
@@ -75,6 +98,8 @@ async def test_read_stream_reads_events_and_leaving_disconnects_the_session(
         assert events.status_code == 200
         assert events.headers["content-type"].startswith("text/event-stream")
         assert events.headers["Cache-Control"] == "no-cache"
+        assert dict(events.headers)["X-Accel-Buffering"] == "no"
+        assert len(events.headers) == len(list(events.headers))
         ready = await events.next()
         assert (ready.event, json.loads(ready.data or "")) == (
             "ready",
@@ -159,6 +184,49 @@ async def test_read_stream_refuses_a_synchronous_event_stream() -> None:
         assert events.status_code == 200
         with pytest.raises(NotAnEventStream, match="synchronous iterator"):
             await events.next()
+
+
+@override_settings(ROOT_URLCONF=__name__)
+async def test_read_stream_reads_a_synchronous_body_whole() -> None:
+    async with read_stream(AsyncClient(), "/sync-text/") as answer:
+        assert (answer.status_code, answer.content, answer.text) == (200, b"ab", "ab")
+
+
+@override_settings(ROOT_URLCONF=__name__)
+async def test_read_stream_raises_what_broke_the_stream() -> None:
+    async with read_stream(AsyncClient(), "/failing-events/") as events:
+        assert (await events.take(1))[0].data == "first"
+        with pytest.raises(RuntimeError, match="the stream broke"):
+            await events.next()
+        assert repr(events) == "<StreamReader GET /failing-events/ 200 received=1>"
+
+
+@override_settings(ROOT_URLCONF=__name__)
+async def test_read_stream_start_timeout_through_the_client() -> None:
+    with pytest.raises(StreamTimeout, match=r"GET /slow/: the response \(status and headers\)"):
+        async with read_stream(AsyncClient(), "/slow/", start_timeout=0.2):
+            pass  # pragma: no cover
+
+
+async def _broken_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that fails after its first event (or, with ?early=1, before answering)."""
+    await receive()
+    if scope["query_string"] == b"early=1":
+        return
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+    raise RuntimeError("the app broke")
+
+
+async def test_read_stream_raises_what_broke_an_asgi_app() -> None:
+    async with read_stream(_broken_app, "/x") as events:
+        assert (await events.next()).data == "first"
+        with pytest.raises(RuntimeError, match="the app broke"):
+            await events.next()
+    with pytest.raises(RuntimeError, match="GET /x\\?early=1: the application returned no resp"):
+        async with read_stream(_broken_app, "/x?early=1"):
+            pass  # pragma: no cover
 
 
 async def test_read_stream_refuses_the_sync_client() -> None:
