@@ -36,11 +36,9 @@ __all__ = ["ASGIApp", "read_stream"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-#: An ASGI 3 application.
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+#: An ASGI 3 application, ``app(scope, receive, send)`` (loosely typed: servers' and Django's
+#: own annotations of the three differ).
+ASGIApp = Callable[..., Awaitable[None]]
 
 SYNC_ITERATOR = (
     "its streaming_content is a synchronous iterator: under ASGI Django reads it whole "
