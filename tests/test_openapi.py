@@ -4,7 +4,8 @@ In step: every route of ``stream_app.urls`` and ``stream_app.llm.urls`` has a pa
 path resolves to one of their views; each path documents exactly the methods its view accepts
 (every other method answers 405); each status and error code a view's source answers is
 documented for it. Fuzzed: schemathesis generates requests from the document served by a real
-uvicorn server, as an anonymous visitor and with the publish token, and checks that no answer
+uvicorn server, as an anonymous visitor, with the publish token and as a logged-in superuser
+(session cookie and CSRF token, on the operations that take them), and checks that no answer
 is a 5xx and that every answer conforms to the document (status, content type, headers, JSON
 body, and each event of an event stream).
 """
@@ -21,7 +22,9 @@ from urllib.parse import unquote
 
 import pytest
 import schemathesis
-from django.test import AsyncClient, override_settings
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import AsyncClient, Client, override_settings
 from django.urls import URLPattern, include, path, resolve, reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -48,6 +51,7 @@ METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 # Values for path arguments that start no stream: an unknown channel, an unknown generation.
 SAMPLES = {"channel": "nosuch", "generation_id": "0" * 32}
 PUBLISH_TOKEN = "test-token"
+CSRF = "f" * 32
 EXAMPLES = 15
 CHECKS = [
     not_a_server_error,
@@ -226,14 +230,30 @@ def takes_input(operation: Any) -> bool:
     return "requestBody" in raw or any(p["in"] != "path" for p in raw.get("parameters", []))
 
 
-@pytest.mark.parametrize("identity", ["anonymous", "publish_token"])
+def session_headers() -> dict[str, str]:
+    """Cookies and CSRF header of a logged-in superuser (every permission)."""
+    client = Client()
+    client.force_login(User.objects.create_superuser("fuzzer", password="x"))
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return {
+        "Cookie": f"{django_settings.SESSION_COOKIE_NAME}={session}; "
+        f"{django_settings.CSRF_COOKIE_NAME}={CSRF}",
+        "X-CSRFToken": CSRF,
+    }
+
+
+@pytest.mark.django_db(transaction=True)  # the server reads the session from the database
+@pytest.mark.parametrize("identity", ["anonymous", "publish_token", "session"])
 def test_fuzz_openapi(api: Any, identity: str) -> None:
     headers = {}
     operations = [result.ok() for result in api.get_all_operations()]
+    # A credential changes the answers of the operations that take it, and only those.
     if identity == "publish_token":
-        # The token changes the answer of the operations that take it, and only those.
         headers = {"Authorization": f"Bearer {PUBLISH_TOKEN}"}
         operations = [op for op in operations if "publishToken" in str(op.definition.raw)]
+    elif identity == "session":
+        headers = session_headers()
+        operations = [op for op in operations if "csrfToken" in str(op.definition.raw)]
     statuses: Counter[int] = Counter()
     started = time.monotonic()
     for operation in operations:
@@ -255,5 +275,10 @@ def test_fuzz_openapi(api: Any, identity: str) -> None:
         # GET), and streams started.
         assert len(operations) == sum(len(ops) for ops in openapi_document()["paths"].values()) - 1
         assert statuses[200] > 0
-    else:
+    elif identity == "publish_token":
         assert statuses[201] > 0  # published with the token
+    else:
+        # Published, marked read and cancelled (404: no such generation) as that user.
+        assert statuses[201] > 0
+        assert statuses[200] > 0
+        assert statuses[404] > 0
