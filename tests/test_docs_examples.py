@@ -1,30 +1,30 @@
-"""docs/tutorial/3-llm.md, as written: the offline model streamed directly and as a generation.
+"""The docs' example views, as the pages include them, served by one real uvicorn server.
 
-The tutorial's views (tests/docs_examples/llm_ask.py and llm_chat.py, which the page includes)
-run in a real uvicorn server with no OpenAI key, so the embedded offline model answers through
-the openai SDK; a generation is left mid-answer and resumed from its stream URL with
-Last-Event-ID.
+docs/tutorial/3-llm.md (tests/docs_examples/llm_ask.py and llm_chat.py): with no OpenAI key
+the embedded offline model answers through the openai SDK, and a generation left mid-answer
+resumes from its stream URL with Last-Event-ID. docs/how-to/sse-starlette.md
+(tests/docs_examples/sse_starlette_after.py): Event items keep their type and id.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from stream_app.protocol import Decoder, Event
 from stream_app.testing import EventStream
-from tests.conftest import Server
+from tests.conftest import Server, start_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def server(server_factory: Callable[..., Server]) -> Server:
-    return server_factory(
+@pytest.fixture(scope="module")
+def server(django_db_setup: None) -> Iterator[Server]:
+    server = start_server(
         "uvicorn",
         {
             "DJANGO_SETTINGS_MODULE": "tests.docs_examples.settings",
@@ -34,6 +34,8 @@ def server(server_factory: Callable[..., Server]) -> Server:
             "OPENAI_BASE_URL": "",
         },
     )
+    yield server
+    server.stop()
 
 
 async def test_tutorial_ask_streams_tokens_then_done(server: Server) -> None:
@@ -87,3 +89,9 @@ async def test_tutorial_chat_generation_resumes_with_last_event_id(server: Serve
         json.loads(e.data)["text"] for e in rest if e.event == "token"
     )
     assert json.loads(rest[-1].data)["text"] == text
+
+
+async def test_sse_starlette_migration_example_keeps_event_types_and_ids(server: Server) -> None:
+    async with EventStream(f"{server.url}/numbers/", timeout=30) as stream:
+        events = await stream.events(2, timeout=30)
+    assert [(e.event, e.data, e.id) for e in events] == [("tick", "0", "0"), ("tick", "1", "1")]
