@@ -151,7 +151,7 @@ async def test_generation_of_a_dead_worker_that_cannot_be_rerun_is_reported_inte
     # Without its record (expired, or a source that cannot be rerun) nobody can take it over.
     store = redis.Redis.from_url(redis_env["REDIS_URL"])
     try:
-        record = f"{redis_env['STREAM_KEY_PREFIX']}:gen:{meta['id']}:run"
+        record = f"{redis_env['STREAM_KEY_PREFIX']}:lease:{{generation:{meta['id']}}}:run"
         assert store.delete(record) == 1
     finally:
         store.close()
