@@ -8,6 +8,9 @@ The frame is encoded once per process and the same bytes are queued for every re
 ``create_channel()`` makes an anonymous channel that lives in this process only: broadcasts skip
 the backend, may use a callable filter, and have no history.
 
+An observer (``observe``) hears what is delivered to a channel here without being a session.
+Channels named by a ``track_presence`` prefix keep the backend's presence (``has_presence``).
+
 Event types starting with ``stream_app.`` are reserved for stream_app's own control messages
 between workers (``stream_app.logout``): ``broadcast`` refuses them, and delivery hands them to
 the handler registered with ``on_control``, never to a session.
@@ -54,6 +57,7 @@ __all__ = [
     "leave_all",
     "on_control",
     "subscribe",
+    "track_presence",
     "validate_channel_name",
 ]
 
@@ -66,6 +70,8 @@ SUBSCRIBE_TIMEOUT = 2.0
 #: Event types reserved for control messages between workers (see the module docstring).
 CONTROL_PREFIX = "stream_app."
 _control_handlers: dict[str, Callable[[Message], None]] = {}
+# Name prefixes of the channels whose presence the backend keeps (``track_presence``).
+_presence_prefixes: list[str] = []
 
 
 class ChannelNameError(ValueError):
@@ -98,7 +104,7 @@ class Channel:
     process from a name others still use.
     """
 
-    __slots__ = ("_sessions", "local", "name")
+    __slots__ = ("_observers", "_sessions", "local", "name")
 
     def __new__(cls, name: str, *, local: bool = False) -> Channel:
         if local:
@@ -119,6 +125,7 @@ class Channel:
         self.name = name
         self.local = local
         self._sessions: set[Session] = set()
+        self._observers: list[Callable[[Message], None]] = []
 
     def __repr__(self) -> str:
         kind = "local " if self.local else ""
@@ -154,7 +161,11 @@ class Channel:
         if session.is_closed or session in self._sessions:
             return False
         if not self._sessions and not self.local:
-            get_backend().subscribe(self.name)
+            backend = get_backend()
+            if not self._observers:
+                backend.subscribe(self.name)
+            if self.name.startswith(tuple(_presence_prefixes)):
+                backend.add_presence(self.name)
         self._sessions.add(session)
         if session.channels is None:
             session.channels = set()
@@ -169,7 +180,27 @@ class Channel:
         if session.channels is not None:
             session.channels.discard(self)
         if not self._sessions and not self.local:
-            get_backend().unsubscribe(self.name)
+            backend = get_backend()
+            if self.name.startswith(tuple(_presence_prefixes)):
+                backend.remove_presence(self.name)
+            if not self._observers:
+                backend.unsubscribe(self.name)
+
+    def observe(self, callback: Callable[[Message], None]) -> Callable[[], None]:
+        """Call ``callback(message)`` (in the sessions' loop; it must not block) with what the
+        backend delivers to this channel here, keeping the process subscribed but counting as
+        no session; returns the function that stops it."""
+        if not self._sessions and not self._observers and not self.local:
+            get_backend().subscribe(self.name)
+        self._observers.append(callback)
+
+        def stop() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+                if not self._sessions and not self._observers and not self.local:
+                    get_backend().unsubscribe(self.name)
+
+        return stop
 
     def _message(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
         text = data if isinstance(data, str) else _serialize(data)
@@ -346,6 +377,8 @@ def deliver(message: Message) -> None:
         return
     channel = _registry.get(message.channel)
     if channel is not None:
+        for observer in list(channel._observers):
+            observer(message)
         channel.fan_out(message)
 
 
@@ -398,6 +431,13 @@ async def subscribe(
         raise
     if task.done():
         task.result()
+
+
+def track_presence(prefix: str) -> None:
+    """Keep the backend's presence of channels named ``prefix...`` (it costs a write per
+    channel and worker every few seconds: only for channels somebody asks about)."""
+    if prefix not in _presence_prefixes:
+        _presence_prefixes.append(prefix)
 
 
 def count_local(channel: str, filter: Any) -> int:

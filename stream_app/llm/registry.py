@@ -18,6 +18,7 @@ from django.utils.crypto import salted_hmac
 
 from ..backends import get_backend
 from ..backends.base import Backend, Message, id_key
+from ..channels import track_presence
 from ..conf import app_settings
 from .events import TERMINAL_EVENTS
 
@@ -36,6 +37,10 @@ __all__ = [
 
 #: Generations whose producer runs in this process, by id (kept by ``Generation`` itself).
 local_generations: dict[str, Generation] = {}
+
+
+#: Every worker can ask whether anyone watches a generation (``Backend.has_presence``).
+track_presence("generation:")
 
 
 def channel_name(generation_id: str) -> str:
