@@ -281,11 +281,14 @@ class Channel:
                 continue
             if frame is None:
                 frame = protocol.encode_data(message.data, message.event, message.id or None)
+            ends = message.event in session.ends_on
             hold = session.hold
             if hold is not None:
-                hold(message.id, frame)
+                hold(message.id, frame, ends)
             elif not session.put(frame):
                 continue
+            elif ends:
+                session.close()
             delivered += 1
         return delivered
 
