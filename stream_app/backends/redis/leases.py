@@ -188,6 +188,8 @@ class RedisLeases(Backend):
 
     def add_presence(self, channel: str) -> None:
         """Count this worker on ``channel`` at once, and renew it while it has sessions."""
+        # Bind the client to this loop first: a new loop forgets the old loop's renewal task.
+        self.client()
         self.present.add(channel)
         spawn(self._mark([channel]))
         if self.presence_task is None or self.presence_task.done():
