@@ -108,6 +108,23 @@ async def test_generation_cancelled_from_another_worker(
     assert closed - asked < 1.5
 
 
+async def watched_elsewhere(
+    client: httpx.AsyncClient, fake: FakeOpenAI, producer: Any, other: Any
+) -> tuple[Any, EventStream]:
+    """A long answer started on ``producer``, then watched only from ``other``: its upstream
+    call and the other worker's stream."""
+    stream = await PostStream(
+        f"{producer.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    call = fake.last_call()
+    meta = json.loads(events[0].data or "")
+    watcher = await EventStream(f"{other.url}{meta['stream_url']}", client=client).open()
+    await read_until_tokens(watcher, 2)
+    await stream.close()
+    return call, watcher
+
+
 async def test_generation_listener_on_another_worker_keeps_it_alive(
     workers: tuple[Any, Any],
     chat_client_factory: Any,  # noqa: F811
@@ -115,15 +132,7 @@ async def test_generation_listener_on_another_worker_keeps_it_alive(
 ) -> None:
     first, second = workers
     client = await chat_client_factory(first.url)
-    stream = await PostStream(
-        f"{first.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
-    ).open()
-    events = await read_until_tokens(stream, 2)
-    call = fake_openai.last_call()
-    meta = json.loads(events[0].data or "")
-    watcher = await EventStream(f"{second.url}{meta['stream_url']}", client=client).open()
-    await read_until_tokens(watcher, 2)
-    await stream.close()
+    call, watcher = await watched_elsewhere(client, fake_openai, first, second)
     # Only the second worker listens now: past the grace period the answer still streams.
     await asyncio.sleep(GRACE + 1.5)
     assert call.closed_at is None
@@ -246,15 +255,7 @@ async def test_generation_watcher_killed_stops_counting_within_the_presence_ttl(
     producer, doomed = server_factory("uvicorn", env), server_factory("uvicorn", env)
     warm(producer, doomed)
     client = await chat_client_factory(producer.url)
-    stream = await PostStream(
-        f"{producer.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
-    ).open()
-    events = await read_until_tokens(stream, 2)
-    call = fake_openai.last_call()
-    meta = json.loads(events[0].data or "")
-    watcher = await EventStream(f"{doomed.url}{meta['stream_url']}", client=client).open()
-    await read_until_tokens(watcher, 2)
-    await stream.close()
+    call, watcher = await watched_elsewhere(client, fake_openai, producer, doomed)
     # The other worker's session alone keeps it going past the grace period...
     await asyncio.sleep(grace + 1.5)
     assert call.closed_at is None
