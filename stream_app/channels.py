@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -30,10 +29,16 @@ from asgiref.sync import async_to_sync
 from . import protocol
 from .backends import attach, get_backend
 from .backends.base import BackendUnavailable, Message
-from .conf import app_settings
-from .encoding import compact_json
-from .filters import FilterError, compile_filter
+from .filters import compile_filter
 from .logs import log_publish_error
+from .messages import (
+    CHANNEL_NAME_RE,
+    CONTROL_PREFIX,
+    ChannelNameError,
+    MessageTooLarge,
+    build_message,
+    validate_channel_name,
+)
 from .replay import Replay, compiled_filter
 from .sessions import stats
 from .signals import broadcast_sent
@@ -63,36 +68,11 @@ __all__ = [
 
 logger = logging.getLogger("stream_app")
 
-#: Letters, digits and ``_ - . : @``, 1 to 100 characters (``user:42``, ``generation:<uuid>``).
-CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
 _registry: dict[str, Channel] = {}
 SUBSCRIBE_TIMEOUT = 2.0
-#: Event types reserved for control messages between workers (see the module docstring).
-CONTROL_PREFIX = "stream_app."
 _control_handlers: dict[str, Callable[[Message], None]] = {}
 # Name prefixes of the channels whose presence the backend keeps (``track_presence``).
 _presence_prefixes: list[str] = []
-
-
-class ChannelNameError(ValueError):
-    """A channel name that is empty, too long or has characters outside ``CHANNEL_NAME_RE``."""
-
-
-class MessageTooLarge(ValueError):
-    """A payload larger than ``STREAM_APP["MAX_MESSAGE_BYTES"]``."""
-
-
-def validate_channel_name(name: object) -> str:
-    """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
-    if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
-        # The name comes from a client: echo a bounded part of it.
-        shown = repr(name)
-        if len(shown) > 110:
-            shown = f"{shown[:100]}..."
-        raise ChannelNameError(
-            f"invalid channel name {shown}: use 1 to 100 letters, digits or _ - . : @"
-        )
-    return name
 
 
 class Channel:
@@ -202,33 +182,6 @@ class Channel:
 
         return stop
 
-    def _message(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
-        text = data if isinstance(data, str) else _serialize(data)
-        if len(text) > app_settings.MAX_MESSAGE_BYTES // 4 and (
-            len(text.encode()) > app_settings.MAX_MESSAGE_BYTES
-        ):
-            raise MessageTooLarge(
-                f"payload is over STREAM_APP['MAX_MESSAGE_BYTES'] "
-                f"({app_settings.MAX_MESSAGE_BYTES} bytes)"
-            )
-        if event is not None:
-            if event.startswith(CONTROL_PREFIX):
-                raise ValueError(
-                    f"event type {event!r} is reserved: types starting with "
-                    f"{CONTROL_PREFIX!r} are stream_app's own control messages"
-                )
-            # Refuse a bad event type before anything is published.
-            protocol.encode_data("", event)
-        if callable(filter):
-            if not (self.local or get_backend().local_only):
-                raise FilterError(
-                    "a callable filter cannot cross processes: this channel's backend "
-                    "delivers to other workers; pass filter data such as {'role': 'admin'}"
-                )
-        else:
-            compile_filter(filter)
-        return Message(self.name, text, event, filter, id or "")
-
     def broadcast(
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
     ) -> str:
@@ -238,7 +191,7 @@ class Channel:
         ``await channel.abroadcast(...)``, which never blocks the loop on network I/O.
         ``id`` is used only on a process-local channel (backends assign ids).
         """
-        message = self._message(data, event, filter, id)
+        message = self._build(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
         try:
@@ -252,7 +205,7 @@ class Channel:
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
     ) -> str:
         """The async form of ``broadcast``."""
-        message = self._message(data, event, filter, id)
+        message = self._build(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
         try:
@@ -261,6 +214,10 @@ class Channel:
             _publish_failed(message, exc)
             raise
         return _sent(event_id, self, message)
+
+    def _build(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
+        local = self.local or (callable(filter) and get_backend().local_only)
+        return build_message(self.name, data, event, filter, id, local=local)
 
     def _deliver_local(self, message: Message) -> str:
         if not message.id:
@@ -309,12 +266,6 @@ class Channel:
     def count(self, filter: Any = None) -> int:
         """``acount`` for sync code (admin views, management commands)."""
         return async_to_sync(self.acount)(filter)
-
-
-def _serialize(data: Any) -> str:
-    if isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError("broadcast() takes text or serializable data, not bytes")
-    return compact_json(data)
 
 
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
