@@ -15,12 +15,14 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 __all__ = [
     "HOST",
     "ChurnConn",
     "CountConn",
+    "EventsConn",
     "FanoutConn",
     "Tally",
     "churn",
@@ -38,10 +40,10 @@ _CHUNKED_END = b"0\r\n\r\n"
 C = TypeVar("C", bound="Conn")
 
 
-def get_request(path: str, port: int) -> bytes:
-    """A minimal HTTP/1.1 GET for an event stream."""
+def get_request(path: str, port: int, headers: str = "") -> bytes:
+    """A minimal HTTP/1.1 GET for an event stream; ``headers``: more lines, each ending CRLF."""
     return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n{headers}\r\n"
     ).encode()
 
 
@@ -116,12 +118,12 @@ class Tally:
             self.done.set()
 
 
-class FanoutConn(Conn):
-    """A listener: adds the latency of every stamped event to a shared ``Tally``."""
+class EventsConn(Conn):
+    """A listener that hands on complete events only: the bytes up to the last ``\n\n`` of
+    what has arrived go to ``events``, the rest waits for the next read."""
 
-    def __init__(self, request: bytes, tally: Tally) -> None:
+    def __init__(self, request: bytes) -> None:
         super().__init__(request)
-        self.tally = tally
         self._tail = b""
 
     def body(self, data: bytes, now: float) -> None:
@@ -131,7 +133,21 @@ class FanoutConn(Conn):
             self._tail = buffer
             return
         self._tail = buffer[cut + 2 :]
-        stamps = _STAMP.findall(buffer, 0, cut)
+        self.events(buffer, cut, now)
+
+    def events(self, buffer: bytes, end: int, now: float) -> None:
+        """Handle the complete events in ``buffer[:end]``, read at ``now``."""
+
+
+class FanoutConn(EventsConn):
+    """A listener: adds the latency of every stamped event to a shared ``Tally``."""
+
+    def __init__(self, request: bytes, tally: Tally) -> None:
+        super().__init__(request)
+        self.tally = tally
+
+    def events(self, buffer: bytes, end: int, now: float) -> None:
+        stamps = _STAMP.findall(buffer, 0, end)
         if stamps:
             self.tally.add(now, stamps)
 
@@ -197,7 +213,7 @@ class Opened:
 
 
 async def open_many(
-    factory: Callable[[int], C],
+    factory: Callable[[int, int], C],
     ports: Sequence[int],
     count: int,
     *,
@@ -206,7 +222,8 @@ async def open_many(
 ) -> Opened:
     """Open ``count`` connections spread over ``ports``, ``concurrency`` handshakes at a time.
 
-    A connection counts once its response head says 200; ``factory(port)`` builds its protocol.
+    A connection counts once its response head says 200; ``factory(port, index)`` builds the
+    protocol of the ``index``-th connection.
     """
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
@@ -219,7 +236,7 @@ async def open_many(
         async with gate:
             try:
                 async with asyncio.timeout(15):
-                    _, conn = await loop.create_connection(lambda: factory(port), HOST, port)
+                    _, conn = await loop.create_connection(lambda: factory(port, index), HOST, port)
                     status = await conn.head_done
             except (OSError, TimeoutError):
                 failed += 1
@@ -252,22 +269,25 @@ class ChurnResult:
 
 
 async def churn(
-    request: Callable[[int], bytes], port: int, seconds: float, concurrency: int
+    request: Callable[[int, int], bytes], port: int, seconds: float, concurrency: int
 ) -> ChurnResult:
-    """Open, wait for the stream's first byte, close; ``concurrency`` loops for ``seconds``."""
+    """Open, wait for the stream's first byte, close; ``concurrency`` loops for ``seconds``.
+
+    ``request(port, index)`` is the ``index``-th connection's request.
+    """
     loop = asyncio.get_running_loop()
-    completed = failed = 0
+    completed = failed = attempts = 0
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal completed, failed
+        nonlocal completed, failed, attempts
         while time.perf_counter() < deadline:
             conn: ChurnConn | None = None
+            attempts += 1
+            data = request(port, attempts)
             try:
                 async with asyncio.timeout(5):
-                    _, conn = await loop.create_connection(
-                        lambda: ChurnConn(request(port)), HOST, port
-                    )
+                    _, conn = await loop.create_connection(partial(ChurnConn, data), HOST, port)
                     await conn.started
                 completed += 1
             except (OSError, TimeoutError):

@@ -15,7 +15,7 @@ from bench.procs import ROOT
 
 __all__ = [
     "add_ratios",
-    "check_targets",
+    "figure",
     "format_tables",
     "load_average",
     "machine",
@@ -32,12 +32,14 @@ _SHAPE = {
     "fanout": ("clients", "rate", "broadcasts"),
     "tokens": ("streams", "events"),
     "churn": ("seconds", "concurrency"),
+    "storm": ("clients", "missed", "spread"),
 }
 # Ratio fields: (name, metric); lower is better for CPU, memory and latency.
 _RATIOS = {
     "fanout": (("cpu", "cpu_us_per_event"), ("rss", "rss_per_conn_kb"), ("p99", "p99_ms")),
-    "tokens": (("eps", "events_per_s"), ("cpu", "cpu_ms_per_100k")),
+    "tokens": (("eps", "events_per_s"), ("cpu", "cpu_ms_per_100k"), ("ttfe", "ttfe_ms")),
     "churn": (("conn", "conn_per_s"),),
+    "storm": (),
 }
 YARDSTICKS = ("raw", "django")
 
@@ -46,10 +48,16 @@ def _key(record: Record) -> tuple[Any, ...]:
     return (record["scenario"], record["server"], *(record[f] for f in _SHAPE[record["scenario"]]))
 
 
+def _project(app: str, record: Record) -> str:
+    # The raw ASGI app is the same in every project; the plain Django view is compared within
+    # its own project.
+    return "" if app == "raw" else str(record.get("project", ""))
+
+
 def add_ratios(records: list[Record]) -> None:
     """Add ``<ratio>_x_raw`` and ``<ratio>_x_django`` to every record with a yardstick twin."""
     sticks = {
-        (record["app"], *_key(record)): record
+        (record["app"], _project(record["app"], record), *_key(record)): record
         for record in records
         if record["app"] in YARDSTICKS and "error" not in record
     }
@@ -57,86 +65,13 @@ def add_ratios(records: list[Record]) -> None:
         if "error" in record:
             continue
         for stick in YARDSTICKS:
-            twin = sticks.get((stick, *_key(record)))
+            twin = sticks.get((stick, _project(stick, record), *_key(record)))
             if twin is None or twin is record:
                 continue
             for name, metric in _RATIOS[record["scenario"]]:
                 ours, theirs = record.get(metric), twin.get(metric)
                 if ours is not None and theirs:
                     record[f"{name}_x_{stick}"] = ours / theirs
-
-
-def _ours(records: list[Record], scenario: str, **match: Any) -> list[Record]:
-    """Our records on uvicorn (the main server) for ``scenario`` matching ``match``."""
-    found = []
-    for record in records:
-        fields = {"scenario": scenario, "server": "uvicorn", "app": "ours", **match}
-        if all(record.get(k) == v for k, v in fields.items()):
-            found.append(record)
-    return found
-
-
-def _target(
-    name: str,
-    limit: str,
-    records: list[Record],
-    metric: str,
-    ok: Callable[[float], bool],
-    unit: str = "",
-) -> list[Record]:
-    if not records:
-        return [{"target": name, "limit": limit, "measured": None, "ok": None, "where": ""}]
-    rows = []
-    for record in records:
-        value = record.get(metric)
-        where = f"{record['backend']}, {record['workers']} worker(s)"
-        if "clients" in record:
-            where = f"N={record['clients']:,}, {where}"
-        rows.append(
-            {
-                "target": name,
-                "limit": limit,
-                "measured": value,
-                "unit": unit,
-                "ok": None if value is None else ok(value),
-                "where": where,
-                "error": record.get("error"),
-            }
-        )
-    return rows
-
-
-def check_targets(records: list[Record]) -> list[Record]:
-    """The design's targets, each against our uvicorn figures of this run (None: not measured)."""
-    mem = {"backend": "memory", "workers": 1}
-    rows: list[Record] = []
-    rows += _target(
-        "fan-out CPU per delivered event vs raw ASGI", "<= 1.3x",
-        _ours(records, "fanout", **mem), "cpu_x_raw", lambda v: v <= 1.3, "x",
-    )  # fmt: skip
-    rows += _target(
-        "fan-out p99 at 1,000 clients, 10 broadcasts/s", "<= 60 ms",
-        _ours(records, "fanout", clients=1000, rate=10, **mem), "p99_ms", lambda v: v <= 60, " ms",
-    )  # fmt: skip
-    big = [r for r in _ours(records, "fanout") if r.get("clients") in (5000, 10000)]
-    rows += _target(
-        "delivered at 5,000 and 10,000 clients", "100%",
-        big, "delivered_fraction", lambda v: v >= 1.0, " (fraction)",
-    )  # fmt: skip
-    rows += _target(
-        "events/s of one token stream vs raw ASGI", ">= 1.0x",
-        _ours(records, "tokens", streams=1, **mem), "eps_x_raw", lambda v: v >= 1.0, "x",
-    )  # fmt: skip
-    rows += _target(
-        "RSS per idle connection at 10,000 clients", "<= 20 KB",
-        _ours(records, "fanout", clients=10000, **mem), "rss_per_conn_kb", lambda v: v <= 20,
-        " KB",
-    )  # fmt: skip
-    rows += _target(
-        "churn: connections accepted and released per second", ">= 1,000/s",
-        _ours(records, "churn", **mem), "conn_per_s", lambda v: v >= 1000, "/s",
-    )  # fmt: skip
-    return rows
 
 
 def number(value: Any, digits: int = 1) -> str:
@@ -164,7 +99,8 @@ def _name(record: Record) -> list[str]:
     backend = record["backend"] if record["app"].startswith("ours") else ""
     if record["workers"] > 1:
         backend += f" x{record['workers']}"
-    return [record["server"], record["app"], backend]
+    project = "" if record["app"] == "raw" else record.get("project", "")
+    return [project, record["server"], record["app"], backend]
 
 
 Column = tuple[str, Callable[[Record], str]]
@@ -204,6 +140,7 @@ _COLUMNS: dict[str, tuple[str, list[Column]]] = {
             ("x raw", _ratio("cpu_x_raw")),
             ("TTFB ms", lambda r: number(r["ttfb_ms"], 2)),
             ("first event ms", lambda r: number(r["ttfe_ms"], 2)),
+            ("x django", _ratio("ttfe_x_django")),
             ("complete", lambda r: str(r["complete"])),
             ("others %", lambda r: number(r["others_cpu_pct"], 0)),
         ],
@@ -219,11 +156,58 @@ _COLUMNS: dict[str, tuple[str, list[Column]]] = {
             ("open after", lambda r: number(r["open_after"])),
             ("CPU us/conn", lambda r: number(r["cpu_us_per_conn"])),
             ("RSS growth KB (round 1, 2)", lambda r: ", ".join(map(number, r["rss_growth_kb"]))),
+            ("RSS growth KB / cycles", lambda r: _growth(r)),
+            ("others %", lambda r: number(r["others_cpu_pct"], 0)),
+        ],
+    ),
+    "storm": (
+        "RECONNECT STORM (N drop, K missed, all back within 1 s with Last-Event-ID, then live)",
+        [
+            ("N", lambda r: number(r["clients"])),
+            ("K", lambda r: number(r["missed"])),
+            ("caught up s", lambda r: number(r["caught_up_s"], 3)),
+            ("in order", lambda r: f"{r['caught_up']:,}/{r['clients']:,}"),
+            ("delivered", lambda r: f"{100 * r['delivered_fraction']:.2f}%"),
+            ("resets", lambda r: number(r["resets"])),
+            ("slow", lambda r: number(r["slow_consumers"])),
+            ("publish ms (mid, live)", lambda r: _pair(r, "probe_publish_ms", "live_publish_ms")),
+            (
+                "history reads (channel, all)",
+                lambda r: _pair(r, "history_reads_channel", "history_reads"),
+            ),
+            ("Redis XRANGE/XREAD", lambda r: _redis(r)),
+            ("Redis conns", lambda r: number(r.get("redis_peak_clients"))),
+            ("idle KB", lambda r: number(r["rss_idle_conn_kb"])),
+            ("peak growth KB", lambda r: number(r["rss_peak_growth_kb"])),
+            ("x idle", lambda r: number(r["rss_peak_x_idle"], 2)),
+            ("CPU s", lambda r: number(r["cpu_s"], 2)),
+            ("log lines", lambda r: number(r["log_lines"])),
             ("others %", lambda r: number(r["others_cpu_pct"], 0)),
         ],
     ),
 }
-_RESULTS = {True: "pass", False: "FAIL", None: "not measured"}
+
+
+def _growth(record: Record) -> str:
+    return f"{number(record['rss_total_growth_kb'])} / {number(record['cycles_total'])}"
+
+
+def _pair(record: Record, first: str, second: str) -> str:
+    return f"{number(record[first], 1)}, {number(record[second], 1)}"
+
+
+def _redis(record: Record) -> str:
+    calls = record.get("redis_history_calls")
+    return "-" if calls is None else "/".join(number(calls[c]) for c in ("xrange", "xread"))
+
+
+_RESULTS = {True: "met", False: "NOT MET", None: "not measured"}
+
+
+def figure(value: float | int, unit: str = "") -> str:
+    """A target's figure as measured: never rounded to a whole number (4 decimals)."""
+    text = f"{value:,}" if isinstance(value, int) else f"{value:,.4f}"
+    return text + unit
 
 
 def format_tables(records: list[Record], targets: list[Record]) -> str:
@@ -232,7 +216,7 @@ def format_tables(records: list[Record], targets: list[Record]) -> str:
     for scenario, (title, columns) in _COLUMNS.items():
         rows = [r for r in records if r["scenario"] == scenario and "error" not in r]
         if rows:
-            headers = ["server", "app", "backend", *(header for header, _ in columns)]
+            headers = ["project", "server", "app", "backend", *(header for header, _ in columns)]
             out.append(
                 text_table(
                     title, headers, ([*_name(r), *(cell(r) for _, cell in columns)] for r in rows)
@@ -252,14 +236,14 @@ def format_tables(records: list[Record], targets: list[Record]) -> str:
             t["target"],
             t["limit"],
             t["where"],
-            "-" if t["measured"] is None else f"{t['measured']:.3f}{t['unit']}",
+            "-" if t["measured"] is None else figure(t["measured"], t["unit"]),
             "ERROR" if t.get("error") else _RESULTS[t["ok"]],
         ]
         for t in targets
     )
     out.append(
         text_table(
-            "TARGETS (ours on uvicorn, ratios to the raw ASGI app in this run)",
+            "TARGETS (ours on uvicorn, realistic project; ratios to the yardsticks of this run)",
             ["target", "limit", "where", "measured", "result"],
             target_rows,
         )
@@ -294,6 +278,14 @@ def progress_line(record: Record) -> str:
         detail = (
             f"{record['streams']}x{record['events']} {number(record['events_per_s'], 0)} ev/s "
             f"cpu={number(record['cpu_ms_per_100k'])} ms/100k"
+        )
+    elif scenario == "storm":
+        publish = _pair(record, "probe_publish_ms", "live_publish_ms")
+        detail = (
+            f"N={record['clients']} caught up in {number(record['caught_up_s'], 3)} s, "
+            f"in order {record['caught_up']}/{record['clients']}, resets={record['resets']} "
+            f"slow={record['slow_consumers']} publish={publish} ms "
+            f"history reads={record['history_reads_channel']}"
         )
     else:
         detail = f"{number(record['conn_per_s'], 0)} conn/s open_after={record['open_after']}"

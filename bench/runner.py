@@ -1,8 +1,10 @@
 """Runs: start the servers of one configuration, drive its phases, stop everything.
 
-A run is one server configuration (server, app, backend, workers) in fresh processes, and a
-sequence of phases measured against it: fan-out first (so that its memory baseline is a fresh
-process), then token streams and churn. Each phase returns one flat record for the report.
+A run is one server configuration (project, server, app, backend, workers) in fresh processes
+(and, in the realistic profile, a fresh copy of the seeded database), and a sequence of phases
+measured against it: fan-out first (so that its memory baseline is a fresh process), then token
+streams and churn; the reconnect storm (``bench.storm``) has runs of its own. Each phase
+returns one flat record for the report.
 """
 
 from __future__ import annotations
@@ -13,197 +15,29 @@ import dataclasses
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import (
-    HOST,
-    CountConn,
-    FanoutConn,
-    Tally,
-    churn,
-    get_request,
-    http_json,
-    open_many,
+from bench.clients import PROFILES, Clients, Database, app_for
+from bench.context import (
+    Churn,
+    Context,
+    Fanout,
+    Meter,
+    Phase,
+    Run,
+    Storm,
+    Tokens,
+    ms,
+    percentile,
 )
-from bench.procs import (
-    Proc,
-    busy_seconds,
-    cpu_seconds,
-    rss_kb,
-    start_redis,
-    start_server,
-    threads,
-)
-from bench.profiling import Profiler
+from bench.loadgen import HOST, CountConn, FanoutConn, Tally, churn, http_json, open_many
+from bench.procs import Proc, rss_kb, start_redis, start_server, threads
+from bench.storm import storm
 
-__all__ = ["APPS", "Churn", "Fanout", "Run", "Tokens", "execute"]
-
-
-@dataclass(frozen=True)
-class App:
-    """An ASGI application under test and its four endpoints."""
-
-    name: str
-    target: str
-    listen: str
-    broadcast: str
-    tokens: str
-    stats: str
-
-
-_OURS = ("/sse/?channel=bench", "/bench/broadcast/", "/bench/tokens/", "/bench/stats/")
-APPS = {
-    "raw": App("raw", "bench.raw_asgi:app", "/sse", "/broadcast", "/tokens", "/stats"),
-    "django": App(
-        "django",
-        "bench.benchproject.asgi_django:application",
-        "/plain/sse/",
-        "/plain/broadcast/",
-        "/plain/tokens/",
-        "/plain/stats/",
-    ),
-    # Ours: the demo's /sse/ endpoint, served by stream_app's hand-off handler.
-    "ours": App("ours", "bench.benchproject.asgi:application", *_OURS),
-    # Ours under Django's own handler, which holds one thread per open stream.
-    "ours-djasgi": App("ours-djasgi", "bench.benchproject.asgi_django:application", *_OURS),
-}
-
-
-@dataclass(frozen=True)
-class Fanout:
-    """``clients`` idle listeners, then ``broadcasts`` events at ``rate`` per second."""
-
-    clients: int
-    rate: float
-    broadcasts: int
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """``streams`` concurrent streams of ``events`` tiny events each, ``repeat`` rounds."""
-
-    streams: int
-    events: int
-    repeat: int = 3
-
-
-@dataclass(frozen=True)
-class Churn:
-    """Connect, wait for the stream to start, disconnect: ``concurrency`` loops, two rounds."""
-
-    seconds: float
-    concurrency: int
-
-
-Phase = Fanout | Tokens | Churn
-
-
-@dataclass(frozen=True)
-class Run:
-    """One server configuration in fresh processes and the phases measured against it."""
-
-    server: str
-    app: str
-    phases: tuple[Phase, ...]
-    backend: str = "memory"
-    workers: int = 1
-    profile: bool = False
-
-
-@dataclass
-class Context:
-    """What a phase needs: the run, its servers and where to write files."""
-
-    run: Run
-    app: App
-    servers: list[Proc]
-    out: Path
-    redis: Proc | None = None
-    profiles: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ports(self) -> list[int]:
-        """The servers' ports (clients are spread over them)."""
-        return [server.port for server in self.servers]
-
-    @property
-    def pids(self) -> list[int]:
-        """Every server process (workers included)."""
-        return [pid for server in self.servers for pid in server.pids]
-
-    async def open_streams(self) -> int:
-        """Streams open on all servers, as the servers count them."""
-        counts = await asyncio.gather(
-            *(http_json(port, "GET", self.app.stats) for port in self.ports)
-        )
-        return sum(int(count["open"]) for count in counts)
-
-    async def wait_open(self, target: int, timeout: float) -> tuple[int, float]:
-        """Poll until ``target`` streams are open; returns (open, seconds waited)."""
-        start = time.perf_counter()
-        while True:
-            count = await self.open_streams()
-            waited = time.perf_counter() - start
-            if count == target or waited > timeout:
-                return count, waited
-            await asyncio.sleep(0.05)
-
-    @contextlib.asynccontextmanager
-    async def profiled(self, label: str) -> AsyncIterator[None]:
-        """Record the first server with py-spy during the block when the run asks for it."""
-        if not self.run.profile:
-            yield
-            return
-        path = self.out / f"profile-{self.run.server}-{self.run.app}-{label}.txt"
-        profiler = Profiler(self.servers[0].pids[0], path)
-        try:
-            yield
-        finally:
-            self.profiles[label] = profiler.stop()
-
-
-class Meter:
-    """CPU time over one or more windows: the servers', Redis', and other processes' on our cores.
-
-    Other processes on the two cores (anyone else's work on a shared machine) delay the servers
-    and the load generator: ``others_pct`` says how much of a core they took meanwhile.
-    """
-
-    def __init__(self, ctx: Context) -> None:
-        self.servers = ctx.pids
-        self.redis = ctx.redis.pids if ctx.redis else []
-        self.own = [*self.servers, *self.redis, os.getpid()]
-        self.server_s = self.redis_s = self.others_s = self.wall_s = 0.0
-
-    @contextlib.contextmanager
-    def window(self) -> Iterator[None]:
-        """Add the CPU spent during the block."""
-        server, redis, own = (cpu_seconds(p) for p in (self.servers, self.redis, self.own))
-        busy, start = busy_seconds(), time.perf_counter()
-        try:
-            yield
-        finally:
-            self.server_s += cpu_seconds(self.servers) - server
-            self.redis_s += cpu_seconds(self.redis) - redis
-            self.others_s += busy_seconds() - busy - (cpu_seconds(self.own) - own)
-            self.wall_s += time.perf_counter() - start
-
-    @property
-    def others_pct(self) -> float:
-        """Other processes' CPU on our two cores, in % of one core."""
-        return 100 * max(0.0, self.others_s) / self.wall_s if self.wall_s else 0.0
-
-
-def _ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+__all__ = ["execute"]
 
 
 async def _fanout(ctx: Context, phase: Fanout) -> dict[str, Any]:
@@ -211,8 +45,8 @@ async def _fanout(ctx: Context, phase: Fanout) -> dict[str, Any]:
     rss0 = rss_kb(pids)
     tally = Tally()
 
-    def listener(port: int) -> FanoutConn:
-        return FanoutConn(get_request(ctx.app.listen, port), tally)
+    def listener(port: int, index: int) -> FanoutConn:
+        return FanoutConn(ctx.listen(port, index), tally)
 
     opened = await open_many(
         listener, ctx.ports, phase.clients, timeout=max(60.0, phase.clients / 100)
@@ -251,9 +85,9 @@ async def _fanout(ctx: Context, phase: Fanout) -> dict[str, Any]:
         "expected": phase.clients * phase.broadcasts,
         "delivered": delivered,
         "delivered_fraction": delivered / (phase.clients * phase.broadcasts),
-        "p50_ms": _ms(_percentile(ordered, 0.50)) if ordered else None,
-        "p99_ms": _ms(_percentile(ordered, 0.99)) if ordered else None,
-        "max_ms": _ms(ordered[-1]) if ordered else None,
+        "p50_ms": ms(percentile(ordered, 0.50)) if ordered else None,
+        "p99_ms": ms(percentile(ordered, 0.99)) if ordered else None,
+        "max_ms": ms(ordered[-1]) if ordered else None,
         "cpu_s": meter.server_s,
         "cpu_us_per_event": meter.server_s * 1e6 / delivered if delivered else None,
         "rss_idle_kb": rss0,
@@ -272,14 +106,18 @@ async def _token_round(ctx: Context, phase: Tokens) -> list[CountConn]:
     """One round: ``phase.streams`` streams at once, each read to its end (or the timeout)."""
     loop = asyncio.get_running_loop()
     port = ctx.ports[0]
-    request = get_request(f"{ctx.app.tokens}?n={phase.events}", port)
+    path = f"{ctx.app.tokens}?n={phase.events}"
     conns: list[CountConn] = []
     try:
         async with asyncio.timeout(max(30.0, phase.streams * phase.events / 10_000)):
             for _, conn in await asyncio.gather(
                 *(
-                    loop.create_connection(partial(CountConn, request, phase.events), HOST, port)
-                    for _ in range(phase.streams)
+                    loop.create_connection(
+                        partial(CountConn, ctx.clients.request(path, port, i), phase.events),
+                        HOST,
+                        port,
+                    )
+                    for i in range(phase.streams)
                 )
             ):
                 conns.append(conn)
@@ -323,9 +161,9 @@ async def _tokens(ctx: Context, phase: Tokens) -> dict[str, Any]:
         "events_per_s_rounds": rates,
         "cpu_s": cpu,
         "cpu_ms_per_100k": cpu * 1e3 * 100_000 / received if received else None,
-        "ttfb_ms": _ms(statistics.median(firsts)) if firsts else None,
-        "ttfb_max_ms": _ms(max(firsts)) if firsts else None,
-        "ttfe_ms": _ms(statistics.median(first_events)) if first_events else None,
+        "ttfb_ms": ms(statistics.median(firsts)) if firsts else None,
+        "ttfb_max_ms": ms(max(firsts)) if firsts else None,
+        "ttfe_ms": ms(statistics.median(first_events)) if first_events else None,
         "others_cpu_pct": meter.others_pct,
     }
 
@@ -335,11 +173,12 @@ async def _churn(ctx: Context, phase: Churn) -> dict[str, Any]:
     pids = ctx.pids
     meter = Meter(ctx)
 
-    def request(port: int) -> bytes:
-        return get_request(ctx.app.listen, port)
+    def request(port: int, index: int) -> bytes:
+        return ctx.listen(port, index)
 
+    rss_start = rss_kb(pids)
     # Warm-up, not measured: the first connections grow pools and caches.
-    await churn(request, port, 0.5, phase.concurrency)
+    warm = await churn(request, port, 0.5, phase.concurrency)
     await ctx.wait_open(0, timeout=10)
     completed = failed = 0
     seconds = released = 0.0
@@ -367,6 +206,9 @@ async def _churn(ctx: Context, phase: Churn) -> dict[str, Any]:
         "open_after": open_after,
         "cpu_us_per_conn": meter.server_s * 1e6 / completed if completed else None,
         "rss_growth_kb": growth,
+        # From before the warm-up to the end, over every cycle (warm-up included).
+        "rss_total_growth_kb": rss_kb(pids) - rss_start,
+        "cycles_total": completed + warm.completed,
         "others_cpu_pct": meter.others_pct,
     }
 
@@ -375,13 +217,13 @@ async def _warm_up(ctx: Context) -> None:
     """Import and allocate what the first requests would, before any baseline is read."""
     loop = asyncio.get_running_loop()
     for port in ctx.ports:
-        request = get_request(f"{ctx.app.tokens}?n=100", port)
+        request = ctx.clients.request(f"{ctx.app.tokens}?n=100", port, 1)
         _, conn = await loop.create_connection(partial(CountConn, request, 100), HOST, port)
         async with asyncio.timeout(10):
             await conn.done
         conn.close()
     opened = await open_many(
-        lambda port: FanoutConn(get_request(ctx.app.listen, port), Tally()), ctx.ports, 20
+        lambda port, index: FanoutConn(ctx.listen(port, index), Tally()), ctx.ports, 20
     )
     for fan in opened.conns:
         fan.close()
@@ -393,6 +235,7 @@ _PHASES: dict[type, Callable[[Context, Any], Any]] = {
     Fanout: _fanout,
     Tokens: _tokens,
     Churn: _churn,
+    Storm: storm,
 }
 
 
@@ -400,6 +243,7 @@ def _record(run: Run, phase: Phase) -> dict[str, Any]:
     """The fields that name a phase of a run in its record."""
     return {
         "scenario": type(phase).__name__.lower(),
+        "project": run.project,
         "server": run.server,
         "app": run.app,
         "backend": run.backend,
@@ -409,19 +253,25 @@ def _record(run: Run, phase: Phase) -> dict[str, Any]:
 
 
 async def execute(
-    run: Run, out: Path, report: Callable[[dict[str, Any]], None]
+    run: Run, out: Path, report: Callable[[dict[str, Any]], None], database: Database | None
 ) -> list[dict[str, Any]]:
     """Start the run's processes, measure each phase, stop everything; one record per phase.
 
+    ``database``: the seeded file the realistic profile copies for this run (None: lean).
     A failure is recorded (``"error"``) rather than raised, so that one broken configuration
     does not cost the rest of the benchmark.
     """
-    app = APPS[run.app]
+    profile = PROFILES[run.project]
+    app = app_for(run.app, profile)
     log_dir = out / "logs"
     records: list[dict[str, Any]] = []
     procs: list[Proc] = []
+    clients = Clients()
     try:
-        env = {"STREAM_BACKEND": run.backend}
+        env = {"STREAM_BACKEND": run.backend, "DJANGO_SETTINGS_MODULE": profile.settings}
+        if profile.seeded and database is not None:
+            env["BENCH_DB_PATH"] = str(database.fresh_copy())
+            clients = database.clients
         redis = None
         if run.backend == "redis":
             redis = await start_redis(log_dir)
@@ -433,7 +283,7 @@ async def execute(
             server = await start_server(run.server, app.target, env, app.stats, log_dir)
             procs.append(server)
             servers.append(server)
-        ctx = Context(run, app, servers, out, redis)
+        ctx = Context(run, app, profile, clients, servers, out, redis)
         await _warm_up(ctx)
         for phase in run.phases:
             record = _record(run, phase)

@@ -271,7 +271,14 @@ class Channel:
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
     stats.events_published += 1
     if broadcast_sent.receivers:
-        broadcast_sent.send(sender=Channel, channel=channel, id=event_id, event=message.event)
+        broadcast_sent.send(
+            sender=Channel,
+            channel=channel,
+            id=event_id,
+            event=message.event,
+            data=message.data,
+            filter=message.filter,
+        )
     return event_id
 
 

@@ -11,6 +11,7 @@
 - ``stream_app.W007``: the memory backend while the environment asks for several workers
   (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
   broadcasts.
+- ``stream_app.E008``: the Channels backend without its layer in ``CHANNEL_LAYERS``.
 """
 
 from __future__ import annotations
@@ -166,11 +167,13 @@ def _range_error(key: str, expected: str, value: object) -> Error:
 
 
 def check_backend(**kwargs: Any) -> list[CheckMessage]:
-    """E005: the configured backend class must be importable."""
+    """E005: the configured backend class must be importable; E008: the Channels backend
+    needs its layer in ``CHANNEL_LAYERS``."""
     value = getattr(settings, "STREAM_APP", {})
-    path = (value if isinstance(value, dict) else {}).get("BACKEND", DEFAULTS["BACKEND"])
+    options = value if isinstance(value, dict) else {}
+    path = options.get("BACKEND", DEFAULTS["BACKEND"])
     try:
-        import_string(path)
+        backend = import_string(path)
     except ImportError as exc:
         return [
             Error(
@@ -179,6 +182,18 @@ def check_backend(**kwargs: Any) -> list[CheckMessage]:
                 "stream_app.backends.redis.RedisBackend or "
                 "stream_app.backends.channels.ChannelsBackend.",
                 id="stream_app.E005",
+            )
+        ]
+    alias = options.get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"])
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    if getattr(backend, "needs_channel_layer", False) and alias not in layers:
+        return [
+            Error(
+                f"STREAM_APP['BACKEND'] is the Channels backend, but CHANNEL_LAYERS has no "
+                f"layer {alias!r}: no broadcast could be sent.",
+                hint="Configure CHANNEL_LAYERS (e.g. channels_redis.core.RedisChannelLayer), "
+                "or set STREAM_APP['CHANNEL_LAYER'] to one of its aliases.",
+                id="stream_app.E008",
             )
         ]
     return []

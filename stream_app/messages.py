@@ -85,7 +85,7 @@ def build_message(
             )
     else:
         compile_filter(filter)
-    return Message(channel, text, event, filter, id or "")
+    return Message(channel, text, event, filter, id or "", is_json=not isinstance(data, str))
 
 
 def _serialize(data: Any) -> str:

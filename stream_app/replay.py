@@ -226,6 +226,10 @@ class Replay:
 
     async def _pages(self, after: str | None) -> None:
         backend = get_backend()
+        if not backend.keeps_history:
+            if after is not None:
+                self._reset("history_unavailable")
+            return
         first = True
         while True:
             page = await backend.history(self.channels, after, self.limit)

@@ -15,5 +15,6 @@ session_connected = Signal()
 #: A session ended. Arguments: ``session``, ``reason`` ("closed", "disconnect", "slow_consumer",
 #: "write_timeout", "shutdown", "lifetime", "logout").
 session_disconnected = Signal()
-#: An event was published on a channel. Arguments: ``channel``, ``id``, ``event``.
+#: An event was published on a channel. Arguments: ``channel``, ``id``, ``event``, ``data`` (the
+#: payload as sent: text, JSON for anything else) and ``filter`` (as given to ``broadcast``).
 broadcast_sent = Signal()

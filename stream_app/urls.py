@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import health, metrics, views
+from . import health, metrics, openapi, views
 from .notifications import views as notification_views
 
 app_name = "stream_app"
@@ -16,5 +16,7 @@ urlpatterns = [
     # Before the catch-all channel route: for Prometheus and load balancers.
     path("metrics/", metrics.metrics_view, name="metrics"),
     path("health/", health.health_view, name="health"),
+    # No trailing slash: "openapi.json" stays a channel at "openapi.json/" below.
+    path("openapi.json", openapi.openapi_view, name="openapi"),
     path("<str:channel>/", views.stream_view, name="channel"),
 ]

@@ -4,6 +4,7 @@ worker processes on both channels-redis layers against a private Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
-from stream_app.backends.base import BackendUnavailable, Message
+from stream_app.backends.base import BackendUnavailable, Message, id_key
 from stream_app.backends.channels import ChannelsBackend, group_name
 from stream_app.channels import get_channel, subscribe
+from stream_app.checks import check_backend
 from stream_app.sessions import Session
 from stream_app.testing import EventStream
 from tests.conftest import ROOT, RedisServer, Server
@@ -99,17 +101,21 @@ async def test_channels_broadcast_reaches_matching_sessions_and_project_consumer
     assert (event.event, event.data, event.id) == ("deal", '{"n":1}', first)
     # The project's consumer sees the same broadcast as a Channels message.
     message = await asyncio.wait_for(layer.receive(consumer), 5)
+    # ``data`` is the value as published, ``text`` what the browser gets.
     assert message == {
         "type": "stream_app.event",
         "channel": "deals",
         "id": first,
         "event": "deal",
-        "data": '{"n":1}',
+        "data": {"n": 1},
+        "text": '{"n":1}',
         "filter": {"plan": "pro"},
     }
 
     second = await asyncio.to_thread(channel.broadcast, "for all")
     await wait_for(lambda: len(received(free)) == 1, "the sync broadcast")
+    message = await asyncio.wait_for(layer.receive(consumer), 5)
+    assert (message["data"], message["text"]) == ("for all", "for all")
     assert [(e.data, e.id) for e in received(free)] == [("for all", second)]
     assert [e.id for e in received(pro)] == [first, second]
     # Ids are unique and ordered per publisher.
@@ -139,8 +145,54 @@ async def test_channels_reconnect_with_last_event_id_gets_reset() -> None:
     await channel.abroadcast("before")
     session = make_session(**{"Last-Event-ID": "1-1"})
     await subscribe(session, [channel])
-    events = received(session)
-    assert [e.event for e in events] == ["reset"]
+    [event] = received(session)
+    # Not "history_expired": this backend never keeps any history.
+    assert event.event == "reset"
+    assert json.loads(event.data)["reason"] == "history_unavailable"
+
+
+@pytest.mark.usefixtures("in_memory_layer")
+async def test_channels_events_sent_from_channels_code_reach_sessions() -> None:
+    """A project's own ``group_send`` (a consumer, a Celery task) with a dict ``data`` reaches
+    the browser as JSON; messages the pump cannot use are logged and skipped, the pump lives on."""
+    layer = get_channel_layer()
+    session = make_session()
+    channel = get_channel("from-code")
+    await subscribe(session, [channel])
+    group = group_name("from-code")
+    await wait_for(lambda: bool(layer.groups.get(group)), "the join")
+    for bad in (
+        {"type": "stream_app.event", "data": "no channel"},
+        {"type": "stream_app.event", "channel": "from-code", "data": b"bytes"},
+        {"type": "stream_app.event", "channel": "from-code", "data": "x", "event": "a\nb"},
+    ):
+        await layer.group_send(group, bad)
+    await layer.group_send(
+        group, {"type": "stream_app.event", "channel": "from-code", "data": {"n": 2}}
+    )
+    await layer.group_send(
+        group,
+        {"type": "stream_app.event", "channel": "from-code", "data": "text", "event": "note"},
+    )
+    await wait_for(lambda: len(received(session)) == 2, "the two good messages")
+    first, second = received(session)
+    assert (first.data, first.event) == ('{"n":2}', None)
+    assert (second.data, second.event) == ("text", "note")
+    # Each got an id, in order, so a reconnecting client can still say where it was.
+    assert id_key(first.id) < id_key(second.id)  # type: ignore[operator]
+
+
+def test_channels_backend_without_its_layer_is_a_system_check_error(settings: Any) -> None:
+    settings.STREAM_APP = {**settings.STREAM_APP, "BACKEND": CHANNELS_BACKEND}
+    settings.CHANNEL_LAYERS = {}
+    assert [m.id for m in check_backend()] == ["stream_app.E008"]
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    settings.STREAM_APP = {**settings.STREAM_APP, "CHANNEL_LAYER": "events"}
+    [error] = check_backend()
+    assert error.id == "stream_app.E008"
+    assert "'events'" in error.msg
+    settings.STREAM_APP = {**settings.STREAM_APP, "CHANNEL_LAYER": "default"}
+    assert check_backend() == []
 
 
 @pytest.mark.usefixtures("in_memory_layer")

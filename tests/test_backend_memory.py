@@ -13,7 +13,7 @@ from django.test import AsyncClient, AsyncRequestFactory, Client, override_setti
 
 from stream_app import protocol
 from stream_app.asgi import StreamASGIHandler
-from stream_app.backends import get_backend, memory, reset_backend
+from stream_app.backends import get_backend, memory
 from stream_app.backends.base import BackendUnavailable, NotServingStreams
 from stream_app.backends.memory import PRUNE_BATCH, MemoryBackend
 from stream_app.channels import get_channel, subscribe
@@ -22,11 +22,8 @@ from stream_app.sessions import Session
 factory = AsyncRequestFactory()
 
 
-@pytest.fixture(autouse=True)
-def fresh_backend() -> Iterator[None]:
-    reset_backend()
-    yield
-    reset_backend()
+# A new in-memory backend per test (the stream_app pytest plugin's fixture).
+pytestmark = pytest.mark.usefixtures("stream_backend")
 
 
 def make_session(**headers: str) -> Session:

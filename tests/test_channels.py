@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
-from stream_app.backends import get_backend, reset_backend
+from stream_app.backends import get_backend
 from stream_app.backends.base import Message
 from stream_app.channels import (
     Channel,
@@ -27,11 +26,8 @@ from stream_app.sessions import Session, stats
 factory = AsyncRequestFactory()
 
 
-@pytest.fixture(autouse=True)
-def fresh_backend() -> Iterator[None]:
-    reset_backend()
-    yield
-    reset_backend()
+# A new in-memory backend per test (the stream_app pytest plugin's fixture).
+pytestmark = pytest.mark.usefixtures("stream_backend")
 
 
 def make_session(state: dict[str, Any] | None = None, **headers: str) -> Session:

@@ -1,8 +1,9 @@
 """The chat page and the chat's input validation, through Django's ASGI test client.
 
 ``AsyncClient`` builds real ``ASGIRequest`` objects and runs the middleware (sessions, CSRF
-enforced here), so everything up to the first byte of a stream is tested in-process; the
-streams themselves are tested over real servers (tests/test_llm_generations.py).
+enforced here), so everything up to the first byte of a stream is tested in-process, and the
+offline model's answer is read in process with ``stream_client``; the streams themselves are
+tested over real servers (tests/test_llm_generations.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.test import AsyncClient, override_settings
 
 from project.chat.models import Conversation, Message
 from stream_app.conf import app_settings
+from stream_app.testing import StreamClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,3 +164,24 @@ async def test_chat_new_conversation_starts_an_empty_history() -> None:
     assert await Conversation.objects.acount() == 2
     conversations = [c.owner async for c in Conversation.objects.all()]
     assert len(set(conversations)) == 1
+
+
+async def test_api_stream_answers_in_process_with_the_offline_model(
+    settings: Any, stream_client: StreamClient
+) -> None:
+    settings.CHAT_API_TOKEN = "chat-token"
+    settings.STREAM_APP = {**settings.STREAM_APP, "LLM_OFFLINE_RATE": 0}
+    async with stream_client.read_stream(
+        "/api/stream",
+        method="POST",
+        body=json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+        content_type="application/json",
+        headers={"Authorization": "Bearer chat-token"},
+    ) as events:
+        assert events.status_code == 200
+        answer = await events.until("done")
+        assert await events.read_all() == []
+    names = [event.event for event in answer]
+    assert names[-2:] == ["usage", "done"]
+    assert set(names) == {"token", "usage", "done"}
+    assert "".join(json.loads(e.data or "")["text"] for e in answer if e.event == "token")

@@ -279,6 +279,7 @@ TARGETS: dict[str, Target] = {
     "stream/notifications/demo/": Target("page", ("GET",), st.just("/stream/notifications/demo/")),
     "stream/metrics/": Target("api", ("GET",), st.just("/stream/metrics/")),
     "stream/health/": Target("api", ("GET",), st.just("/stream/health/")),
+    "stream/openapi.json": Target("api", ("GET",), st.just("/stream/openapi.json")),
     "chat/send/": Target(
         "stream", ("POST",), st.just("/chat/send/"), shaped(message=texts | values)
     ),

@@ -64,3 +64,11 @@ def test_mark_read_unknown_ids_mark_nothing(client: Client) -> None:
     response = client.post(URL, {"ids": [999999]}, content_type="application/json")
     assert response.status_code == 200
     assert response.json() == {"read": []}
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+def test_demo_page_takes_get_only(db: None, method: str) -> None:
+    # The test client skips the CSRF check: what answers is the view itself.
+    response = getattr(Client(), method)("/stream/notifications/demo/")
+    assert response.status_code == 405
+    assert Client().get("/stream/notifications/demo/").status_code == 200

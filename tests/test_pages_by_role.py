@@ -210,6 +210,7 @@ CASES: list[Case] = [
     Case("stream/notifications/demo/", "/stream/notifications/demo/", ALL_200),
     Case("stream/metrics/", "/stream/metrics/", ALL_200),
     Case("stream/health/", "/stream/health/", ALL_200),
+    Case("stream/openapi.json", "/stream/openapi.json", ALL_200),
     # -- the chat --
     Case("", "/", ALL_200),
     Case("chat/send/", "/chat/send/", ALL_405),

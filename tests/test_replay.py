@@ -16,7 +16,7 @@ import pytest
 from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
-from stream_app.backends import get_backend, reset_backend
+from stream_app.backends import get_backend
 from stream_app.channels import get_channel, subscribe
 from stream_app.protocol import Event
 from stream_app.replay import coverage
@@ -30,73 +30,67 @@ HISTORY = 500
 
 
 @override_settings(STREAM_APP={"MAX_QUEUE": 10})
+@pytest.mark.usefixtures("stream_backend")
 async def test_replay_pages_within_the_queue_and_hands_over_past_a_full_hold() -> None:
     """In one process: history is read a few events at a time as the writer drains, and live
     events that overflow the hold meanwhile are read from history again, none lost or doubled.
     """
-    reset_backend()
-    try:
-        channel = get_channel("paged")
-        sent = [await channel.abroadcast(i) for i in range(95)]
-        backend = get_backend()
-        pages: list[int] = []
-        real_history = backend.history
+    channel = get_channel("paged")
+    sent = [await channel.abroadcast(i) for i in range(95)]
+    backend = get_backend()
+    pages: list[int] = []
+    real_history = backend.history
 
-        async def recording(*args: Any) -> Any:
-            history = await real_history(*args)
-            pages.append(len(history.messages))
-            return history
+    async def recording(*args: Any) -> Any:
+        history = await real_history(*args)
+        pages.append(len(history.messages))
+        return history
 
-        backend.history = recording  # type: ignore[method-assign]
-        request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": sent[0]})
-        session = Session(request, retry=None, keep_alive=None)
-        await subscribe(session, [channel])
+    backend.history = recording  # type: ignore[method-assign]
+    request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": sent[0]})
+    session = Session(request, retry=None, keep_alive=None)
+    await subscribe(session, [channel])
+    assert session.queued <= 10
+    events: list[Event] = []
+    live = 95
+    async for chunk in session.response:
         assert session.queued <= 10
-        events: list[Event] = []
-        live = 95
-        async for chunk in session.response:
-            assert session.queued <= 10
-            events.extend(protocol.decode(chunk))
-            # Live events while the replay pages: three per write overflow the hold (10).
-            for _ in range(3):
-                if live < 130:
-                    channel.broadcast(live)
-                    live += 1
-            if events and events[-1].data == "129":
-                session.close()
-        assert [int(e.data or "") for e in events] == list(range(1, 130))
-        assert [e.id for e in events[:94]] == sent[1:]
-        assert max(pages) <= 5
-    finally:
-        reset_backend()
+        events.extend(protocol.decode(chunk))
+        # Live events while the replay pages: three per write overflow the hold (10).
+        for _ in range(3):
+            if live < 130:
+                channel.broadcast(live)
+                live += 1
+        if events and events[-1].data == "129":
+            session.close()
+    assert [int(e.data or "") for e in events] == list(range(1, 130))
+    assert [e.id for e in events[:94]] == sent[1:]
+    assert max(pages) <= 5
 
 
 @override_settings(STREAM_APP={"HISTORY_SIZE": 3})
+@pytest.mark.usefixtures("stream_backend")
 async def test_replay_coverage_tells_what_history_gave() -> None:
     """What later steps (the notifications backlog) learn instead of reading history again."""
-    reset_backend()
-    try:
-        kept, trimmed = get_channel("cover-kept"), get_channel("cover-trimmed")
-        mark = await kept.abroadcast("before")
-        lost = [await trimmed.abroadcast(i) for i in range(3)]
-        retained = [await trimmed.abroadcast(i) for i in range(3, 6)]
-        replayed = await kept.abroadcast("after")
-        request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": mark})
-        session = Session(request, retry=None, keep_alive=None)
-        assert coverage(session) is None
-        await subscribe(session, [kept, trimmed])
-        covered = coverage(session)
-        assert covered is not None
-        # Older than the client's id: it has them; replayed: it has them now.
-        assert covered.covers("cover-kept", mark)
-        assert covered.covers("cover-kept", replayed)
-        assert all(covered.covers("cover-trimmed", i) for i in retained)
-        # Pushed out of the ring: nobody sent them (the backlog may).
-        assert not any(covered.covers("cover-trimmed", i) for i in lost)
-        assert not covered.covers("cover-other", replayed)
-        assert not covered.covers("cover-kept", "not-an-id")
-    finally:
-        reset_backend()
+    kept, trimmed = get_channel("cover-kept"), get_channel("cover-trimmed")
+    mark = await kept.abroadcast("before")
+    lost = [await trimmed.abroadcast(i) for i in range(3)]
+    retained = [await trimmed.abroadcast(i) for i in range(3, 6)]
+    replayed = await kept.abroadcast("after")
+    request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": mark})
+    session = Session(request, retry=None, keep_alive=None)
+    assert coverage(session) is None
+    await subscribe(session, [kept, trimmed])
+    covered = coverage(session)
+    assert covered is not None
+    # Older than the client's id: it has them; replayed: it has them now.
+    assert covered.covers("cover-kept", mark)
+    assert covered.covers("cover-kept", replayed)
+    assert all(covered.covers("cover-trimmed", i) for i in retained)
+    # Pushed out of the ring: nobody sent them (the backlog may).
+    assert not any(covered.covers("cover-trimmed", i) for i in lost)
+    assert not covered.covers("cover-other", replayed)
+    assert not covered.covers("cover-kept", "not-an-id")
 
 
 def status_kb(pid: int, field: str) -> int:

@@ -2,12 +2,14 @@
 
 Real servers (uvicorn, daphne, and Django's own handler) over raw sockets, so that a client
 really leaves while the view is still running; the in-process tests drive the ASGI handler
-directly with a ``receive`` that says the client has gone.
+with ``stream_app.testing.read_stream`` (or, to leave before the response starts, directly
+with a ``receive`` that says the client has gone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -28,6 +30,7 @@ from stream_app.asgi import StreamASGIHandler
 from stream_app.channels import channel_snapshot, get_channel
 from stream_app.conf import DEFAULTS
 from stream_app.signals import session_disconnected
+from stream_app.testing import StreamReader, read_stream
 from stream_app.views import stream_view
 from tests import hooks
 from tests import views as test_views
@@ -117,35 +120,28 @@ async def test_stream_view_clients_that_leave_at_once_leave_no_session_behind(
     assert await _open_streams(server, cookie, 4) == [200, 200, 200, 429]
 
 
-def _scope(
-    target: str,
-    cookie: str | None = None,
-    method: str = "GET",
-    client: str = "127.0.0.1",
-    headers: dict[str, str] | None = None,
-) -> dict[str, Any]:
+def _scope(target: str, cookie: str | None = None) -> dict[str, Any]:
     path, _, query = target.partition("?")
     raw = [(b"host", b"testserver"), (b"accept", b"text/event-stream")]
-    raw.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
     if cookie is not None:
         raw.append((b"cookie", f"sessionid={cookie}".encode()))
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": method,
+        "method": "GET",
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
         "query_string": query.encode(),
         "headers": raw,
-        "client": (client, 50000),
+        "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
 
 
 async def _serve_in_process(
-    handler: ASGIHandler, target: str, cookie: str | None = None, method: str = "GET"
+    handler: ASGIHandler, target: str, cookie: str | None = None
 ) -> list[dict[str, Any]]:
     """Serve one request with ``handler``; the client leaves once a connect hook is parked
     (``tests.hooks.park``) or the response has started. Returns what the handler sent."""
@@ -167,41 +163,8 @@ async def _serve_in_process(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(handler(_scope(target, cookie, method), receive, send), 10)
+    await asyncio.wait_for(handler(_scope(target, cookie), receive, send), 10)
     return sent
-
-
-class _HeldStream:
-    """A request served in process whose client stays until ``close()``."""
-
-    def __init__(self, handler: ASGIHandler, scope: dict[str, Any]) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self._leave = asyncio.Event()
-        self._requested = False
-        self._task = asyncio.ensure_future(handler(scope, self._receive, self._send))
-
-    async def _receive(self) -> dict[str, Any]:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self._leave.wait()
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    async def status(self) -> int:
-        """The response status, once the handler has sent it."""
-        for _ in range(1000):
-            if self.sent or self._task.done():
-                break
-            await asyncio.sleep(0.005)
-        return int(self.sent[0]["status"])
-
-    async def close(self) -> None:
-        """Leave and wait for the handler to finish."""
-        self._leave.set()
-        await asyncio.wait_for(self._task, 10)
 
 
 def _stream_app(**options: Any) -> Any:
@@ -250,14 +213,19 @@ async def test_stream_view_head_gives_its_connection_slot_back(
 
 async def test_stream_view_head_in_process_gives_its_slot_back() -> None:
     cookie = await _login_cookie("header-in-process")
+    login = {"Cookie": f"sessionid={cookie}"}
     with _stream_app(MAX_CONNECTIONS_PER_USER=1):
         handler = StreamASGIHandler()
         for _ in range(2):
-            sent = await _serve_in_process(handler, "/sse/?channel=alpha", cookie, "HEAD")
-            assert sent[0]["status"] == 200
-            assert b"".join(m.get("body", b"") for m in sent[1:]) == b""
-        sent = await _serve_in_process(handler, "/sse/?channel=alpha", cookie)
-    assert sent[0]["status"] == 200
+            async with read_stream(
+                handler, "/sse/?channel=alpha", method="HEAD", headers=login
+            ) as head:
+                assert head.status_code == 200
+                assert head.headers["Content-Type"].startswith("text/event-stream")
+                assert await head.read_all() == []
+                assert head.chunks == []
+        async with read_stream(handler, "/sse/?channel=alpha", headers=login) as stream:
+            assert stream.status_code == 200
 
 
 @pytest.mark.parametrize("handler_class", [StreamASGIHandler, ASGIHandler])
@@ -269,8 +237,8 @@ async def test_a_session_whose_response_is_never_sent_leaves_its_channels(
     monkeypatch.setattr(session_module, "START_TIMEOUT", 0.2)
     beta = get_channel("beta")
     before = beta.session_count
-    sent = await _serve_in_process(handler_class(), f"/t/unsent/?{query}")
-    assert sent[0]["status"] == (500 if query == "fail=1" else 200)
+    async with read_stream(handler_class(), f"/t/unsent/?{query}") as answer:
+        assert answer.status_code == (500 if query == "fail=1" else 200)
     if handler_class is StreamASGIHandler:
         # Ours knows which sessions the request created: they end with it.
         assert beta.session_count == before
@@ -282,45 +250,41 @@ async def test_a_session_whose_response_is_never_sent_leaves_its_channels(
 
 
 async def _hold_streams(
-    handler: ASGIHandler, count: int, cookie: str | None = None, **options: Any
-) -> tuple[list[_HeldStream], list[int]]:
-    """Open ``count`` streams in process, one after the other; the streams and their statuses."""
-    streams = [_HeldStream(handler, _scope("/sse/?channel=alpha", cookie, **options))]
-    statuses = [await streams[0].status()]
-    for _ in range(count - 1):
-        streams.append(_HeldStream(handler, _scope("/sse/?channel=alpha", cookie, **options)))
-        statuses.append(await streams[-1].status())
-    return streams, statuses
+    stack: contextlib.AsyncExitStack, handler: ASGIHandler, count: int, **options: Any
+) -> list[StreamReader]:
+    """Open ``count`` streams in process, one after the other, held until ``stack`` closes."""
+    return [
+        await stack.enter_async_context(read_stream(handler, "/sse/?channel=alpha", **options))
+        for _ in range(count)
+    ]
 
 
-async def _close_all(streams: list[_HeldStream]) -> None:
-    for stream in streams:
-        await stream.close()
+def _statuses(streams: list[StreamReader]) -> list[int]:
+    return [stream.status_code for stream in streams]
 
 
 async def test_stream_view_caps_anonymous_streams_per_address_by_default() -> None:
     cap = DEFAULTS["MAX_CONNECTIONS_PER_ADDRESS"]
     assert cap is not None
     handler = StreamASGIHandler()
-    streams, statuses = await _hold_streams(handler, cap + 1, client="10.1.0.1")
-    try:
-        assert statuses == [200] * cap + [429]
-        refused = json.loads(streams[-1].sent[1]["body"])
-        assert refused["error"] == "too_many_connections"
+    address = {"client_address": "10.1.0.1"}
+    async with contextlib.AsyncExitStack() as first, contextlib.AsyncExitStack() as rest:
+        streams = await _hold_streams(first, handler, 1, **address)
+        streams += await _hold_streams(rest, handler, cap, **address)
+        assert _statuses(streams) == [200] * cap + [429]
+        assert streams[-1].json()["error"] == "too_many_connections"
         # Another address, and a logged-in user at the same address, are not counted here.
-        other, other_statuses = await _hold_streams(handler, 1, client="10.1.0.2")
-        user, user_statuses = await _hold_streams(
-            handler, 1, await _login_cookie("same-address"), client="10.1.0.1"
-        )
-        assert other_statuses == user_statuses == [200]
-        await _close_all([*other, *user])
+        async with contextlib.AsyncExitStack() as others:
+            other = await _hold_streams(others, handler, 1, client_address="10.1.0.2")
+            cookie = await _login_cookie("same-address")
+            user = await _hold_streams(
+                others, handler, 1, headers={"Cookie": f"sessionid={cookie}"}, **address
+            )
+            assert _statuses(other) == _statuses(user) == [200]
         # A stream that ends gives its slot back.
-        await streams.pop(0).close()
-        again, again_statuses = await _hold_streams(handler, 1, client="10.1.0.1")
-        assert again_statuses == [200]
-        await _close_all(again)
-    finally:
-        await _close_all(streams)
+        await first.aclose()
+        async with contextlib.AsyncExitStack() as again:
+            assert _statuses(await _hold_streams(again, handler, 1, **address)) == [200]
 
 
 @pytest.mark.parametrize(
@@ -336,16 +300,13 @@ async def test_stream_view_address_cap_groups_ipv6_by_network(
     clients: list[str], statuses: list[int]
 ) -> None:
     handler = StreamASGIHandler()
-    streams: list[_HeldStream] = []
     with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=2):
-        try:
-            got = []
-            for client in clients:
-                streams.append(_HeldStream(handler, _scope("/sse/?channel=alpha", client=client)))
-                got.append(await streams[-1].status())
-            assert got == statuses
-        finally:
-            await _close_all(streams)
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                (await _hold_streams(stack, handler, 1, client_address=client))[0]
+                for client in clients
+            ]
+            assert _statuses(streams) == statuses
 
 
 @pytest.mark.parametrize(
@@ -367,21 +328,18 @@ async def test_stream_view_address_comes_from_the_configured_proxy_header(
     header: str | None, forwarded: list[str], statuses: list[int]
 ) -> None:
     handler = StreamASGIHandler()
-    streams: list[_HeldStream] = []
     with _stream_app(MAX_CONNECTIONS_PER_ADDRESS=2, CLIENT_ADDRESS_HEADER=header):
-        try:
-            got = []
+        async with contextlib.AsyncExitStack() as stack:
+            streams = []
             for value in forwarded:
-                scope = _scope(
-                    "/sse/?channel=alpha",
-                    client="10.3.0.100",
+                streams += await _hold_streams(
+                    stack,
+                    handler,
+                    1,
+                    client_address="10.3.0.100",
                     headers={header or "X-Forwarded-For": value},
                 )
-                streams.append(_HeldStream(handler, scope))
-                got.append(await streams[-1].status())
-            assert got == statuses
-        finally:
-            await _close_all(streams)
+            assert _statuses(streams) == statuses
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
@@ -419,9 +377,8 @@ async def test_stream_view_address_cap_over_a_real_server(
 
 async def _answer(target: str) -> tuple[int, dict[str, Any]]:
     """Status and JSON body of a request to the stream endpoint that is refused."""
-    sent = await _serve_in_process(StreamASGIHandler(), target)
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return int(sent[0]["status"]), json.loads(body)
+    async with read_stream(StreamASGIHandler(), target) as answer:
+        return answer.status_code, answer.json()
 
 
 async def test_stream_view_refuses_too_many_channels() -> None:

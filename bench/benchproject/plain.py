@@ -1,7 +1,10 @@
 """Yardstick (b): plain Django async views with hand-written SSE, no stream_app.
 
 ``StreamingHttpResponse`` over an async generator, served by Django's own ASGI handler; the
-fan-out keeps one ``asyncio.Queue`` per listener, as the raw ASGI yardstick does.
+fan-out keeps one ``asyncio.Queue`` per listener, as the raw ASGI yardstick does. It runs in
+whichever project the benchmark serves (the same middleware, database and cookies as ours) and,
+like any stream that knows its users, looks the user up (``await request.auser()``: the
+session and the user from the database when the client sends a session cookie).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ async def _listen() -> AsyncIterator[bytes]:
 
 
 async def listen(request: HttpRequest) -> HttpResponse:
-    """A fan-out listener."""
+    """A fan-out listener (for the request's user, as a real one would be)."""
+    await request.auser()
     return _sse(_listen())
 
 
@@ -59,6 +63,7 @@ async def _tokens(count: int) -> AsyncIterator[bytes]:
 
 async def tokens(request: HttpRequest) -> HttpResponse:
     """``?n=``: ``n`` tiny events, one ``yield`` each."""
+    await request.auser()
     return _sse(_tokens(int(request.GET["n"])))
 
 

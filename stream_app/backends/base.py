@@ -41,13 +41,18 @@ class NotServingStreams(BackendUnavailable):
 
 @dataclass(slots=True)
 class Message:
-    """One published event: serialized data text, type, filter, and the id the backend gave it."""
+    """One published event: serialized data text, type, filter, and the id the backend gave it.
+
+    ``is_json`` says ``data`` is the JSON of a value that was not text (a backend that hands
+    events to other code, like the Channels backend's consumers, decodes it for them).
+    """
 
     channel: str
     data: str
     event: str | None = None
     filter: Any = None
     id: str = ""
+    is_json: bool = False
 
     def dumps(self) -> str:
         """The message as JSON for the wire between processes (without channel and id)."""
@@ -139,6 +144,9 @@ class Backend:
     local_only = False
     #: Most seconds a dead process still counts in ``has_presence`` (0: never past its death).
     presence_ttl = 0.0
+    #: False for a backend that keeps no history at all: a client resuming with
+    #: ``Last-Event-ID`` gets a ``reset`` (``history_unavailable``) without a history read.
+    keeps_history = True
 
     def __init__(self) -> None:
         self.deliver: Callable[[Message], None] = lambda message: None

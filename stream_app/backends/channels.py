@@ -18,6 +18,7 @@ reads the process's layer channel for as long as the process lives.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -25,15 +26,19 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from .. import protocol
 from ..conf import app_settings
+from ..encoding import compact_json
 from ..redact import redact
 from ..tasks import spawn
-from .base import Backend, BackendUnavailable, History, Message
+from .base import Backend, BackendUnavailable, History, Message, id_key
 
-__all__ = ["ChannelsBackend", "group_name"]
+__all__ = ["EVENT_TYPE", "ChannelsBackend", "group_name"]
 
 logger = logging.getLogger("stream_app")
 REJOIN_EVERY = 600.0
+#: The ``type`` of the layer messages this backend sends and reads (handler ``stream_app_event``).
+EVENT_TYPE = "stream_app.event"
 
 
 def group_name(channel: str) -> str:
@@ -44,6 +49,10 @@ def group_name(channel: str) -> str:
 
 class ChannelsBackend(Backend):
     """Publish through ``group_send``; one pump per process feeds the local fan-out."""
+
+    keeps_history = False
+    #: Read by the system check E008 (``CHANNEL_LAYERS`` must name the layer).
+    needs_channel_layer = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,13 +85,35 @@ class ChannelsBackend(Backend):
         if callable(message.filter):
             raise TypeError("a callable filter cannot cross a process")
         return {
-            "type": "stream_app.event",
+            "type": EVENT_TYPE,
             "channel": message.channel,
             "id": message.id,
             "event": message.event,
-            "data": message.data,
+            # Consumers get the value as published; browsers get ``text``.
+            "data": json.loads(message.data) if message.is_json else message.data,
+            "text": message.data,
             "filter": message.filter,
         }
+
+    def _message(self, data: dict[str, Any]) -> Message:
+        """A layer message as a ``Message``: ours carry ``text``; a project's own
+        ``group_send`` may carry only ``channel`` and ``data`` (any JSON value)."""
+        channel = data.get("channel")
+        if not isinstance(channel, str):
+            raise ValueError("it names no channel")
+        text = data.get("text")
+        if not isinstance(text, str):
+            value = data.get("data")
+            if isinstance(value, bytes | bytearray):
+                raise ValueError("its data is bytes")
+            text = value if isinstance(value, str) else compact_json(value)
+        event = data.get("event")
+        # Refuse what could not be written as an SSE event before it reaches any session.
+        protocol.encode_data("", event)
+        event_id = data.get("id")
+        if not (isinstance(event_id, str) and id_key(event_id)):
+            event_id = self._next_id()
+        return Message(channel, text, event, data.get("filter"), event_id)
 
     async def publish(self, message: Message) -> str:
         """``group_send`` to the channel's group."""
@@ -148,16 +179,16 @@ class ChannelsBackend(Backend):
                     # A restarted Redis forgot the groups: join them again now, not in 10 min.
                     await self._join_all()
                     continue
-                if data.get("type") == "stream_app.event":
-                    self.deliver(
-                        Message(
-                            data["channel"],
-                            data["data"],
-                            data.get("event"),
-                            data.get("filter"),
-                            data["id"],
-                        )
+                if data.get("type") != EVENT_TYPE:
+                    continue
+                try:
+                    message = self._message(data)
+                except (ValueError, TypeError) as exc:
+                    logger.warning(
+                        "dropped a %s message from the channel layer: %s", EVENT_TYPE, exc
                     )
+                    continue
+                self.deliver(message)
         finally:
             rejoin.cancel()
 

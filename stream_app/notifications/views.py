@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from ..models import Notification, NotificationRead
 from ..permissions import csrf_passes
@@ -63,6 +64,7 @@ def mark_read_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"read": found})
 
 
+@require_safe  # a page: other methods get 405, not the page
 def demo_view(request: HttpRequest) -> HttpResponse:
-    """A minimal page that includes the notification UI (``{% notifications_ui %}``)."""
+    """A minimal page that includes the notification UI (``{% notifications_ui %}``); GET only."""
     return render(request, "stream_app/notifications_demo.html")

@@ -1,10 +1,13 @@
-"""Helpers for testing streams over real sockets: read an SSE response as events.
+"""Read an SSE response from a real server (daphne, uvicorn) over a socket, as events.
 
-``httpx``'s ASGITransport buffers whole responses and hides disconnects, so these helpers talk
-to a real server (daphne, uvicorn) over a socket and decode with ``stream_app.protocol``::
+``httpx``'s ASGITransport buffers whole responses and hides disconnects, so this helper talks
+to a real server over a socket and decodes with ``stream_app.protocol``. It needs ``httpx``
+(the ``testing`` extra)::
 
     async with EventStream(f"{base_url}/sse/?channel=news") as stream:
         event = await stream.next_event()
+
+In process, with no server, use ``stream_app.testing.read_stream`` instead.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from .protocol import Decoder, Event
+from ..protocol import Decoder, Event
 
 __all__ = ["EventStream"]
 
