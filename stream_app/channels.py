@@ -8,6 +8,9 @@ The frame is encoded once per process and the same bytes are queued for every re
 ``create_channel()`` makes an anonymous channel that lives in this process only: broadcasts skip
 the backend, may use a callable filter, and have no history.
 
+An observer (``observe``) hears what is delivered to a channel here without being a session.
+Channels named by a ``track_presence`` prefix keep the backend's presence (``has_presence``).
+
 Event types starting with ``stream_app.`` are reserved for stream_app's own control messages
 between workers (``stream_app.logout``): ``broadcast`` refuses them, and delivery hands them to
 the handler registered with ``on_control``, never to a session.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -27,10 +29,16 @@ from asgiref.sync import async_to_sync
 from . import protocol
 from .backends import attach, get_backend
 from .backends.base import BackendUnavailable, Message
-from .conf import app_settings
-from .encoding import compact_json
-from .filters import FilterError, compile_filter
+from .filters import compile_filter
 from .logs import log_publish_error
+from .messages import (
+    CHANNEL_NAME_RE,
+    CONTROL_PREFIX,
+    ChannelNameError,
+    MessageTooLarge,
+    build_message,
+    validate_channel_name,
+)
 from .replay import Replay, compiled_filter
 from .sessions import stats
 from .signals import broadcast_sent
@@ -54,39 +62,17 @@ __all__ = [
     "leave_all",
     "on_control",
     "subscribe",
+    "track_presence",
     "validate_channel_name",
 ]
 
 logger = logging.getLogger("stream_app")
 
-#: Letters, digits and ``_ - . : @``, 1 to 100 characters (``user:42``, ``generation:<uuid>``).
-CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:@]{1,100}")
 _registry: dict[str, Channel] = {}
 SUBSCRIBE_TIMEOUT = 2.0
-#: Event types reserved for control messages between workers (see the module docstring).
-CONTROL_PREFIX = "stream_app."
 _control_handlers: dict[str, Callable[[Message], None]] = {}
-
-
-class ChannelNameError(ValueError):
-    """A channel name that is empty, too long or has characters outside ``CHANNEL_NAME_RE``."""
-
-
-class MessageTooLarge(ValueError):
-    """A payload larger than ``STREAM_APP["MAX_MESSAGE_BYTES"]``."""
-
-
-def validate_channel_name(name: object) -> str:
-    """Return ``name`` if it is a valid channel name, else raise ChannelNameError."""
-    if not isinstance(name, str) or not CHANNEL_NAME_RE.fullmatch(name):
-        # The name comes from a client: echo a bounded part of it.
-        shown = repr(name)
-        if len(shown) > 110:
-            shown = f"{shown[:100]}..."
-        raise ChannelNameError(
-            f"invalid channel name {shown}: use 1 to 100 letters, digits or _ - . : @"
-        )
-    return name
+# Name prefixes of the channels whose presence the backend keeps (``track_presence``).
+_presence_prefixes: list[str] = []
 
 
 class Channel:
@@ -98,7 +84,7 @@ class Channel:
     process from a name others still use.
     """
 
-    __slots__ = ("_sessions", "local", "name")
+    __slots__ = ("_observers", "_sessions", "local", "name")
 
     def __new__(cls, name: str, *, local: bool = False) -> Channel:
         if local:
@@ -119,6 +105,7 @@ class Channel:
         self.name = name
         self.local = local
         self._sessions: set[Session] = set()
+        self._observers: list[Callable[[Message], None]] = []
 
     def __repr__(self) -> str:
         kind = "local " if self.local else ""
@@ -154,7 +141,11 @@ class Channel:
         if session.is_closed or session in self._sessions:
             return False
         if not self._sessions and not self.local:
-            get_backend().subscribe(self.name)
+            backend = get_backend()
+            if not self._observers:
+                backend.subscribe(self.name)
+            if self.name.startswith(tuple(_presence_prefixes)):
+                backend.add_presence(self.name)
         self._sessions.add(session)
         if session.channels is None:
             session.channels = set()
@@ -169,34 +160,27 @@ class Channel:
         if session.channels is not None:
             session.channels.discard(self)
         if not self._sessions and not self.local:
-            get_backend().unsubscribe(self.name)
+            backend = get_backend()
+            if self.name.startswith(tuple(_presence_prefixes)):
+                backend.remove_presence(self.name)
+            if not self._observers:
+                backend.unsubscribe(self.name)
 
-    def _message(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
-        text = data if isinstance(data, str) else _serialize(data)
-        if len(text) > app_settings.MAX_MESSAGE_BYTES // 4 and (
-            len(text.encode()) > app_settings.MAX_MESSAGE_BYTES
-        ):
-            raise MessageTooLarge(
-                f"payload is over STREAM_APP['MAX_MESSAGE_BYTES'] "
-                f"({app_settings.MAX_MESSAGE_BYTES} bytes)"
-            )
-        if event is not None:
-            if event.startswith(CONTROL_PREFIX):
-                raise ValueError(
-                    f"event type {event!r} is reserved: types starting with "
-                    f"{CONTROL_PREFIX!r} are stream_app's own control messages"
-                )
-            # Refuse a bad event type before anything is published.
-            protocol.encode_data("", event)
-        if callable(filter):
-            if not (self.local or get_backend().local_only):
-                raise FilterError(
-                    "a callable filter cannot cross processes: this channel's backend "
-                    "delivers to other workers; pass filter data such as {'role': 'admin'}"
-                )
-        else:
-            compile_filter(filter)
-        return Message(self.name, text, event, filter, id or "", is_json=not isinstance(data, str))
+    def observe(self, callback: Callable[[Message], None]) -> Callable[[], None]:
+        """Call ``callback(message)`` (in the sessions' loop; it must not block) with what the
+        backend delivers to this channel here, keeping the process subscribed but counting as
+        no session; returns the function that stops it."""
+        if not self._sessions and not self._observers and not self.local:
+            get_backend().subscribe(self.name)
+        self._observers.append(callback)
+
+        def stop() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+                if not self._sessions and not self._observers and not self.local:
+                    get_backend().unsubscribe(self.name)
+
+        return stop
 
     def broadcast(
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
@@ -207,7 +191,7 @@ class Channel:
         ``await channel.abroadcast(...)``, which never blocks the loop on network I/O.
         ``id`` is used only on a process-local channel (backends assign ids).
         """
-        message = self._message(data, event, filter, id)
+        message = self._build(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
         try:
@@ -221,7 +205,7 @@ class Channel:
         self, data: Any, event: str | None = None, *, filter: Any = None, id: str | None = None
     ) -> str:
         """The async form of ``broadcast``."""
-        message = self._message(data, event, filter, id)
+        message = self._build(data, event, filter, id)
         if self.local:
             return self._deliver_local(message)
         try:
@@ -230,6 +214,10 @@ class Channel:
             _publish_failed(message, exc)
             raise
         return _sent(event_id, self, message)
+
+    def _build(self, data: Any, event: str | None, filter: Any, id: str | None) -> Message:
+        local = self.local or (callable(filter) and get_backend().local_only)
+        return build_message(self.name, data, event, filter, id, local=local)
 
     def _deliver_local(self, message: Message) -> str:
         if not message.id:
@@ -250,11 +238,14 @@ class Channel:
                 continue
             if frame is None:
                 frame = protocol.encode_data(message.data, message.event, message.id or None)
+            ends = message.event in session.ends_on
             hold = session.hold
             if hold is not None:
-                hold(message.id, frame)
+                hold(message.id, frame, ends)
             elif not session.put(frame):
                 continue
+            elif ends:
+                session.close()
             delivered += 1
         return delivered
 
@@ -275,12 +266,6 @@ class Channel:
     def count(self, filter: Any = None) -> int:
         """``acount`` for sync code (admin views, management commands)."""
         return async_to_sync(self.acount)(filter)
-
-
-def _serialize(data: Any) -> str:
-    if isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError("broadcast() takes text or serializable data, not bytes")
-    return compact_json(data)
 
 
 def _sent(event_id: str, channel: Channel, message: Message) -> str:
@@ -353,6 +338,8 @@ def deliver(message: Message) -> None:
         return
     channel = _registry.get(message.channel)
     if channel is not None:
+        for observer in list(channel._observers):
+            observer(message)
         channel.fan_out(message)
 
 
@@ -405,6 +392,13 @@ async def subscribe(
         raise
     if task.done():
         task.result()
+
+
+def track_presence(prefix: str) -> None:
+    """Keep the backend's presence of channels named ``prefix...`` (it costs a write per
+    channel and worker every few seconds: only for channels somebody asks about)."""
+    if prefix not in _presence_prefixes:
+        _presence_prefixes.append(prefix)
 
 
 def count_local(channel: str, filter: Any) -> int:

@@ -121,7 +121,7 @@ class Replay:
         self.channels = channels
         self.after = after
         self.limit = max(1, min(PAGE_SIZE, session.max_queue // 2))
-        self.held: deque[tuple[str, bytes]] = deque()
+        self.held: deque[tuple[str, bytes, bool]] = deque()
         self.overflowed = False
         # The last id history gave (delivered or filtered out): held frames up to it are dupes.
         self.cursor: tuple[int, ...] | None = None
@@ -130,7 +130,7 @@ class Replay:
         # Resolved when the replay first waits for the client, or ends: see ``start``.
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def hold(self, event_id: str, frame: bytes) -> None:
+    def hold(self, event_id: str, frame: bytes, ends: bool) -> None:
         """Live delivery's hand-off while history is read (``Session.hold``)."""
         held = self.held
         if len(held) >= self.session.max_queue:
@@ -142,12 +142,17 @@ class Replay:
             if len(held) >= self.session.max_queue:
                 # Only events without history (process-local channels): nothing can restore
                 # them, so the session goes as a slow consumer would.
-                self.session.put(frame)
+                self._put(frame, ends)
                 held.clear()
                 return
-        held.append((event_id, frame))
+        held.append((event_id, frame, ends))
 
-    def _after_hand_over(self, event_id: str, frame: bytes) -> None:
+    def _put(self, frame: bytes, ends: bool) -> None:
+        # The end of the stream is known from the event's type, given here as ``ends``.
+        if self.session.put(frame) and ends:
+            self.session.close()
+
+    def _after_hand_over(self, event_id: str, frame: bytes, ends: bool) -> None:
         # A live event in flight when history was read (Redis' listener delivers after the
         # stream has it) arrives once more: skip it. Ids arrive in order, so the first newer
         # one ends the check.
@@ -155,7 +160,7 @@ class Replay:
         if key is not None and self.cursor is not None and key <= self.cursor:
             return
         self.session.hold = None
-        self.session.put(frame)
+        self._put(frame, ends)
 
     def start(self, then: Callable[[], Awaitable[object]] | None = None) -> asyncio.Future[Any]:
         """Run the replay in the background; ``settled`` resolves once it waits or ends.
@@ -252,7 +257,8 @@ class Replay:
             self.coverage.first.setdefault(message.channel, key)
         predicate = compiled_filter(message.filter)
         if predicate is None or predicate(self.session.state):
-            self.session.put(protocol.encode_data(message.data, message.event, message.id))
+            frame = protocol.encode_data(message.data, message.event, message.id)
+            self._put(frame, message.event in self.session.ends_on)
 
     async def _hand_over(self) -> None:
         """Queue the held live frames newer than history, then let live delivery through."""
@@ -264,13 +270,13 @@ class Replay:
                     return
                 if self.overflowed:
                     break
-                event_id, frame = held.popleft()
+                event_id, frame, ends = held.popleft()
                 key = id_key(event_id)
                 if key is not None and self.cursor is not None:
                     if key <= self.cursor:
                         continue
                     self.cursor = key
-                session.put(frame)
+                self._put(frame, ends)
             if not self.overflowed:
                 # No await between the last check and this: nothing falls in between.
                 session.hold = self._after_hand_over

@@ -75,6 +75,7 @@ class Session(Outbox):
         "_task",
         "channels",
         "close_reason",
+        "ends_on",
         "hold",
         "keep_alive",
         "last_event_id",
@@ -137,9 +138,13 @@ class Session(Outbox):
         #: The channels this session is registered on (kept by ``Channel.register`` and
         #: ``deregister``; it leaves them all when it ends).
         self.channels: set[Channel] | None = None
+        #: Event types after which the stream ends (a generation's ``done`` and ``error``): the
+        #: channel layer closes the session once it has queued one, live or replayed.
+        self.ends_on: frozenset[str] = frozenset()
         #: Set by the channel layer while it replays history: live delivery then hands each
-        #: ``(event id, frame)`` to it instead of queueing it (``stream_app.replay``).
-        self.hold: Callable[[str, bytes], None] | None = None
+        #: ``(event id, frame, ends)`` to it instead of queueing it (``stream_app.replay``);
+        #: ``ends`` says the event's type is one of ``ends_on``.
+        self.hold: Callable[[str, bytes, bool], None] | None = None
         self._on_close: list[Callable[[Session], object]] | None = None
         # SSEResponse builds itself around its session and passes itself in.
         self.response = response or SessionResponse(self, status, headers)

@@ -281,7 +281,7 @@ async def test_two_workers_resuming_an_orphan_at_once_take_it_over_once(
     await close_quietly(post)
     # Wait until its heartbeat has expired: the generation is orphaned, nobody follows it.
     store = redis.Redis.from_url(redis_env["REDIS_URL"])
-    beat = f"{redis_env['STREAM_KEY_PREFIX']}:gen:{meta['id']}:beat"
+    beat = f"{redis_env['STREAM_KEY_PREFIX']}:lease:{{generation:{meta['id']}}}:beat"
     try:
         await wait_for(lambda: not store.exists(beat), 10, "the heartbeat never expired")
     finally:

@@ -7,6 +7,7 @@ backend's history and follows its live tail, cancels it, and counts as a listene
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -17,8 +18,10 @@ import pytest
 import redis
 
 from stream_app.backends.base import id_key
+from stream_app.backends.redis.leases import PRESENCE_TTL
 from stream_app.protocol import Event
 from stream_app.testing import EventStream
+from tests.conftest import RedisServer
 from tests.fake_openai import FakeOpenAI
 from tests.llm_support import (
     PostStream,
@@ -105,6 +108,23 @@ async def test_generation_cancelled_from_another_worker(
     assert closed - asked < 1.5
 
 
+async def watched_elsewhere(
+    client: httpx.AsyncClient, fake: FakeOpenAI, producer: Any, other: Any
+) -> tuple[Any, EventStream]:
+    """A long answer started on ``producer``, then watched only from ``other``: its upstream
+    call and the other worker's stream."""
+    stream = await PostStream(
+        f"{producer.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    call = fake.last_call()
+    meta = json.loads(events[0].data or "")
+    watcher = await EventStream(f"{other.url}{meta['stream_url']}", client=client).open()
+    await read_until_tokens(watcher, 2)
+    await stream.close()
+    return call, watcher
+
+
 async def test_generation_listener_on_another_worker_keeps_it_alive(
     workers: tuple[Any, Any],
     chat_client_factory: Any,  # noqa: F811
@@ -112,15 +132,7 @@ async def test_generation_listener_on_another_worker_keeps_it_alive(
 ) -> None:
     first, second = workers
     client = await chat_client_factory(first.url)
-    stream = await PostStream(
-        f"{first.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
-    ).open()
-    events = await read_until_tokens(stream, 2)
-    call = fake_openai.last_call()
-    meta = json.loads(events[0].data or "")
-    watcher = await EventStream(f"{second.url}{meta['stream_url']}", client=client).open()
-    await read_until_tokens(watcher, 2)
-    await stream.close()
+    call, watcher = await watched_elsewhere(client, fake_openai, first, second)
     # Only the second worker listens now: past the grace period the answer still streams.
     await asyncio.sleep(GRACE + 1.5)
     assert call.closed_at is None
@@ -151,7 +163,7 @@ async def test_generation_of_a_dead_worker_that_cannot_be_rerun_is_reported_inte
     # Without its record (expired, or a source that cannot be rerun) nobody can take it over.
     store = redis.Redis.from_url(redis_env["REDIS_URL"])
     try:
-        record = f"{redis_env['STREAM_KEY_PREFIX']}:gen:{meta['id']}:run"
+        record = f"{redis_env['STREAM_KEY_PREFIX']}:lease:{{generation:{meta['id']}}}:run"
         assert store.delete(record) == 1
     finally:
         store.close()
@@ -167,3 +179,93 @@ async def test_generation_of_a_dead_worker_that_cannot_be_rerun_is_reported_inte
         history = await page_history(same)
     assert history[-1]["status"] == "error"
     assert history[-1]["error_code"] == "interrupted"
+
+
+def private_env(fake: FakeOpenAI, server: RedisServer, grace: float) -> dict[str, str]:
+    """Workers on a Redis of the test's own: its command counts are the workers' alone."""
+    return llm_env(
+        fake,
+        STREAM_GENERATION_GRACE=str(grace),
+        STREAM_BACKEND="redis",
+        REDIS_URL=server.url,
+        STREAM_KEY_PREFIX="push",
+    )
+
+
+def warm(*servers: Any) -> None:
+    """Load the page once per worker: imports stay out of the measures."""
+    for server in servers:
+        assert httpx.get(f"{server.url}/", timeout=20).status_code == 200
+
+
+def command_calls(store: redis.Redis, *names: str) -> int:
+    """How often Redis ran the commands ``names`` since it started (``INFO commandstats``)."""
+    stats = store.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
+async def test_generation_cancel_from_another_worker_is_pushed_and_nobody_polls(
+    server_factory: Any,
+    private_redis: RedisServer,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    env = private_env(fake_openai, private_redis, GRACE)
+    first, second = server_factory("uvicorn", env), server_factory("uvicorn", env)
+    warm(first, second)
+    client = await chat_client_factory(first.url)
+    stream = await PostStream(
+        f"{first.url}/chat/send/", {"message": "[tokens=3000] [delay=20]"}, client=client
+    ).open()
+    events = await read_until_tokens(stream, 2)
+    call = fake_openai.last_call()
+    store = redis.Redis.from_url(private_redis.url)
+    try:
+        # While it runs, the producer reads no history (a cancel is pushed to it) and asks no
+        # worker how many sessions it has (presence is a key): those counts do not grow.
+        reads, asks = (
+            command_calls(store, "xrange", "xrevrange", "xread"),
+            command_calls(store, "blpop"),
+        )
+        await asyncio.sleep(3)
+        assert command_calls(store, "xrange", "xrevrange", "xread") - reads <= 1
+        assert command_calls(store, "blpop") - asks == 0
+    finally:
+        store.close()
+    meta = json.loads(events[0].data or "")
+    asked = time.monotonic()
+    response = await client.post(f"{second.url}{meta['cancel_url']}")
+    assert response.status_code == 202
+    events += await stream.read_all()
+    await stream.close()
+    assert json.loads(events[-1].data or "")["finish_reason"] == "cancelled"
+    closed = await asyncio.to_thread(fake_openai.wait_closed, call, 5.0)
+    assert closed is not None
+    assert closed - asked < 1.0
+
+
+async def test_generation_watcher_killed_stops_counting_within_the_presence_ttl(
+    server_factory: Any,
+    private_redis: RedisServer,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    chat_client_factory: Any,  # noqa: F811
+) -> None:
+    grace = 1.0
+    env = private_env(fake_openai, private_redis, grace)
+    producer, doomed = server_factory("uvicorn", env), server_factory("uvicorn", env)
+    warm(producer, doomed)
+    client = await chat_client_factory(producer.url)
+    call, watcher = await watched_elsewhere(client, fake_openai, producer, doomed)
+    # The other worker's session alone keeps it going past the grace period...
+    await asyncio.sleep(grace + 1.5)
+    assert call.closed_at is None
+    # ...until that worker dies without a word: then it is cancelled for lack of listeners
+    # within the presence TTL, the grace period and one check.
+    doomed.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    bound = PRESENCE_TTL + grace + 1.0
+    closed = await asyncio.to_thread(fake_openai.wait_closed, call, bound + 5)
+    with contextlib.suppress(httpx.HTTPError, OSError):
+        await watcher.close()
+    assert closed is not None
+    assert closed - killed <= bound

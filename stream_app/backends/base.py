@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "MAX_ID_PART",
+    "WORKER",
     "Backend",
     "BackendUnavailable",
     "History",
+    "LeaseState",
     "Message",
     "NotServingStreams",
     "id_key",
     "in_id_order",
 ]
+
+#: This process's token in leases and presence: readable in ``redis-cli``, unique across
+#: restarts (a new pid or a new random part).
+WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class BackendUnavailable(RuntimeError):
@@ -103,15 +112,38 @@ def in_id_order(messages: list[Message]) -> list[Message]:
     return messages
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """A lease's record (None if none is stored) and whether some process holds it now."""
+
+    record: dict[str, Any] | None
+    alive: bool
+
+
 class Backend:
-    """Moves messages between processes. Subclasses implement the I/O.
+    """Moves messages between processes and keeps every fact they share. Subclasses implement
+    the I/O.
 
     ``deliver`` (set by the hub) is called in the event loop that holds the sessions, with each
     message exactly once per process, in id order.
+
+    **Leases** say which process runs a job (a generation) and how another process could run it
+    again: a JSON record kept as long as history (``HISTORY_TTL``), and a heartbeat holding the
+    runner's token (``worker``) with a TTL that the runner renews; once it has expired the
+    runner is gone, and ``lease_claim`` lets exactly one process take the job over. The
+    defaults here keep no lease (a backend that cannot share one: nothing moves between
+    processes).
+
+    **Presence** says whether any process has a session on a channel: each process marks the
+    channels it has sessions on (``add_presence`` / ``remove_presence``), and a mark of a
+    process that died without removing it disappears after at most ``presence_ttl`` seconds.
+    The default counts this process's sessions only.
     """
 
     #: True where a callable filter can be evaluated (every session lives in this process).
     local_only = False
+    #: Most seconds a dead process still counts in ``has_presence`` (0: never past its death).
+    presence_ttl = 0.0
     #: False for a backend that keeps no history at all: a client resuming with
     #: ``Last-Event-ID`` gets a ``reset`` (``history_unavailable``) without a history read.
     keeps_history = True
@@ -119,6 +151,8 @@ class Backend:
     def __init__(self) -> None:
         self.deliver: Callable[[Message], None] = lambda message: None
         self.count_local: Callable[[str, Any], int] = lambda channel, filter: 0
+        #: This process's token in leases and presence (``WORKER``; tests give their own).
+        self.worker = WORKER
 
     async def publish(self, message: Message) -> str:
         """Publish, returning the id every recipient sees."""
@@ -157,6 +191,57 @@ class Backend:
     def valid_id(self, event_id: str) -> bool:
         """Whether ``event_id`` has this backend's id form."""
         return id_key(event_id) is not None
+
+    # -- presence -----------------------------------------------------------------------------
+
+    def add_presence(self, channel: str) -> None:
+        """This process has sessions on ``channel`` now (non-blocking)."""
+
+    def remove_presence(self, channel: str) -> None:
+        """This process has no session on ``channel`` any more (non-blocking)."""
+
+    async def has_presence(self, channel: str) -> bool:
+        """Whether some process has a session on ``channel`` (a dead one for at most
+        ``presence_ttl`` seconds after it died)."""
+        return self.count_local(channel, None) > 0
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def lease_start(self, name: str, record: dict[str, Any], ttl: float) -> bool:
+        """Store ``record`` for ``HISTORY_TTL`` and hold the lease ``name`` for ``ttl`` seconds;
+        False if this backend keeps no leases."""
+        return False
+
+    async def lease_update(self, name: str, record: dict[str, Any]) -> None:
+        """Replace the record of ``name`` (a new process runs it), keeping its TTL."""
+
+    async def lease_state(self, name: str) -> LeaseState | None:
+        """The record of ``name`` and whether its lease is held; None if no leases are kept."""
+        return None
+
+    async def lease_alive(self, name: str) -> bool:
+        """Whether some process holds the lease ``name`` (True if no leases are kept)."""
+        return True
+
+    async def lease_claim(self, name: str, ttl: float) -> bool:
+        """Hold the lease ``name`` if nobody does: True for exactly one of all the processes
+        that try at once."""
+        return False
+
+    async def lease_renew(self, name: str, ttl: float) -> bool:
+        """Extend the lease to ``ttl`` seconds from now if this process still holds it; False
+        if it was lost (expired, or claimed by another process meanwhile)."""
+        return True
+
+    async def lease_reclaim(self, name: str, ttl: float) -> bool:
+        """Hold the lease again if it is this process's or nobody's (after an outage)."""
+        return True
+
+    async def lease_release(self, name: str) -> None:
+        """Let the lease go if this process holds it: another may claim it at once."""
+
+    async def lease_drop(self, name: str) -> None:
+        """The job is done: release the lease and delete the record."""
 
     async def ping(self) -> bool:
         """Whether the backend can publish now (for health checks)."""

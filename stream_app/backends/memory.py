@@ -19,6 +19,10 @@ Retention follows Redis' TTL: a channel's history is dropped ``HISTORY_TTL`` sec
 last event, unless a session of this process still listens to it (then it is kept, and its
 clock starts again). Channels are kept in the order of their last event, so each publish
 looks only at the oldest few (``PRUNE_BATCH``): bounded work, never a scan of them all.
+
+Leases and presence are kept in this process, with the same contract as on Redis: a lease's
+heartbeat expires ``ttl`` seconds after it was last renewed, its record ``HISTORY_TTL`` seconds
+after it was stored, and presence is this process's own sessions.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from itertools import islice
+from typing import Any
 
 from django.core.signals import request_started
 
 from ..conf import app_settings
-from .base import Backend, History, Message, NotServingStreams, id_key, in_id_order
+from .base import Backend, History, LeaseState, Message, NotServingStreams, id_key, in_id_order
 
 __all__ = [
     "NOT_SERVING",
@@ -108,6 +113,9 @@ class MemoryBackend(Backend):
         # Channels this process's sessions listen to: never dropped.
         self._listened: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Leases: name -> (record, expiry) and name -> (holder, expiry), monotonic times.
+        self._records: dict[str, tuple[dict[str, Any], float]] = {}
+        self._beats: dict[str, tuple[str, float]] = {}
 
     def _record(self, message: Message) -> None:
         if not message.data.isascii():
@@ -211,3 +219,74 @@ class MemoryBackend(Backend):
                 messages.extend(islice(newer, limit))
         messages = in_id_order(messages)
         return History(messages if limit is None else messages[:limit], complete)
+
+    # -- leases (in this process) ---------------------------------------------------------------
+
+    def _holder(self, name: str) -> str | None:
+        beat = self._beats.get(name)
+        if beat is not None and beat[1] <= time.monotonic():
+            del self._beats[name]
+            return None
+        return beat[0] if beat is not None else None
+
+    def _hold(self, name: str, ttl: float) -> None:
+        self._beats[name] = (self.worker, time.monotonic() + ttl)
+
+    async def lease_start(self, name: str, record: dict[str, Any], ttl: float) -> bool:
+        """Store the record and hold the lease (see the module docstring)."""
+        now = time.monotonic()
+        # Expired ones go here, so that leases never dropped cannot pile up.
+        for gone in [key for key, (_, until) in self._records.items() if until <= now]:
+            del self._records[gone]
+        self._records[name] = (dict(record), now + app_settings.HISTORY_TTL)
+        self._hold(name, ttl)
+        return True
+
+    async def lease_update(self, name: str, record: dict[str, Any]) -> None:
+        """Replace the record, keeping its expiry."""
+        found = self._records.get(name)
+        if found is not None:
+            self._records[name] = (dict(record), found[1])
+
+    async def lease_state(self, name: str) -> LeaseState:
+        """The record (None once expired) and whether the lease is held."""
+        found = self._records.get(name)
+        if found is not None and found[1] <= time.monotonic():
+            del self._records[name]
+            found = None
+        return LeaseState(dict(found[0]) if found else None, self._holder(name) is not None)
+
+    async def lease_alive(self, name: str) -> bool:
+        """Whether the lease is held."""
+        return self._holder(name) is not None
+
+    async def lease_claim(self, name: str, ttl: float) -> bool:
+        """Hold the lease if nobody does."""
+        if self._holder(name) is not None:
+            return False
+        self._hold(name, ttl)
+        return True
+
+    async def lease_renew(self, name: str, ttl: float) -> bool:
+        """Extend the lease if this process holds it."""
+        if self._holder(name) != self.worker:
+            return False
+        self._hold(name, ttl)
+        return True
+
+    async def lease_reclaim(self, name: str, ttl: float) -> bool:
+        """Hold the lease again unless someone else does."""
+        if self._holder(name) not in (None, self.worker):
+            return False
+        self._hold(name, ttl)
+        return True
+
+    async def lease_release(self, name: str) -> None:
+        """Let the lease go if held here."""
+        if self._holder(name) == self.worker:
+            del self._beats[name]
+
+    async def lease_drop(self, name: str) -> None:
+        """Release the lease and forget the record."""
+        await self.lease_release(name)
+        self._records.pop(name, None)

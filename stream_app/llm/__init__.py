@@ -19,9 +19,10 @@ Modules, one job each:
 - ``formats``: our named events, the OpenAI wire format, the Vercel AI SDK UI message stream.
 - ``responses``: ``llm_response``, a direct stream tied to one request.
 - ``generations``: ``create_generation``, the producer task on its own channel.
+- ``ending``: how a generation ends (its result, ``on_finish``, a last event never lost).
 - ``registry``: where generations run and who owns them (``lookup`` from any worker).
-- ``watch``: a generation's watcher (a cancel from another worker, no listener left).
-- ``leases``: heartbeat and rerun record of a generation on a shared backend (Redis).
+- ``watch``: a generation's watcher (a cancel pushed from another worker, no listener left).
+- ``leases``: a generation's use of the backend's leases (record, heartbeat renewal).
 - ``takeover``: continuing a generation whose worker died, on another worker.
 - ``views`` / ``urls``: start, resume (``Last-Event-ID``) and cancel generations over HTTP.
 

@@ -7,27 +7,22 @@ work is the backend's own: any worker can replay it and follow the live tail, an
 can watch one answer.
 
 The events are those of ``stream_app.llm.events``, framed by a first ``generation`` event
-(``{"id", "stream_url", "cancel_url", "model", ...}``) and a last ``done`` or ``error``. The
-answer is saved (``on_finish``) *before* the last event is published, so a client that reloads
-after ``done`` finds it saved.
+(``{"id", "stream_url", "cancel_url", "model", ...}``) and a last ``done`` or ``error``, which
+is never lost and comes after ``on_finish`` has saved the answer (``stream_app.llm.ending``).
 
 Ownership: every event carries the filter ``{"owner": <digest>}``, an HMAC of the owner
 (``user:<pk>``, or ``session:<key>`` for anonymous users), and watching sessions hold their
 own digest in their state. Any worker can so tell who owns a generation from its history, and
 a session of someone else would receive nothing even if it joined the channel.
 
-The end is never lost: if the backend refuses the last event (Redis is down at that moment),
-this process's own listeners get it anyway (delivered here, without an id) so that their
-streams end, and it is published again every ``GENERATION_HEARTBEAT`` seconds (at most one) once
-the backend is back, still holding the lease, so that listeners on other workers and clients
-that resume learn it too (``_finish``). A generation that stopped without an end because its
-lease may be another worker's now is followed here like one running elsewhere
-(``takeover.follow``), so its local listeners see it continued, or told it is lost.
+A generation that stopped without an end because its lease may be another worker's now is
+followed here like one running elsewhere (``takeover.follow``), so its local listeners see it
+continued, or told it is lost.
 
-Stopping: ``cancel()`` here, or a ``cancel`` event published by another worker (the producer
-polls its channel's history for it), or no listener on any worker for ``GENERATION_GRACE``
-seconds. Each closes the upstream request and ends with ``done`` (finish reason
-``cancelled``).
+Stopping: ``cancel()`` here, or a ``cancel`` event published by another worker (pushed to the
+producer, ``stream_app.llm.watch``), or no listener on any worker for ``GENERATION_GRACE``
+seconds (the backend's presence). Each closes the upstream request and ends with ``done``
+(finish reason ``cancelled``).
 
 Takeover (shared backends): a generation started on ``stream_chat(...)`` stores how to rerun
 it and keeps a heartbeat (``stream_app.llm.leases``). If its worker dies, the next worker to
@@ -43,23 +38,20 @@ unfinished, reported orphaned, and their history expires with the backend's ``HI
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
-
-from ..backends.base import BackendUnavailable, Message
+from ..backends.base import BackendUnavailable
 from ..channels import Channel, get_channel
 from ..conf import app_settings
 from ..lifecycle import on_shutdown, spawn
 from ..metrics import observe_generation
 from . import leases
 from .coalesce import aclose_iterator, coalesce
+from .ending import GenerationResult, LeaseLost, cancelled_done, finish, leave, save
 from .errors import error_event, internal_error
 from .events import Done, Error, LLMEvent, RawChunk, Token, ToolCall
 from .registry import (
@@ -91,25 +83,6 @@ logger = logging.getLogger("stream_app")
 
 
 @dataclass
-class GenerationResult:
-    """What a finished generation produced, given to ``on_finish``."""
-
-    id: str
-    text: str
-    tool_calls: list[ToolCall]
-    done: Done | None
-    error: Error | None
-    cancel_reason: str | None = None
-
-    @property
-    def status(self) -> str:
-        """``done``, ``cancelled`` or ``error``."""
-        if self.error is not None:
-            return "error"
-        return "cancelled" if self.cancel_reason else "done"
-
-
-@dataclass
 class Generation:
     """One LLM run. Build it with ``create_generation``, run it with ``start``."""
 
@@ -134,10 +107,11 @@ class Generation:
     #: Loop time until which the lease is surely ours (refreshed by ``leases.keep``).
     lease_until: float = field(default=float("inf"), init=False, repr=False)
     handed_over: bool = field(default=False, init=False, repr=False)
+    #: Loop times of the producer's start and of its first token.
+    started_at: float = field(default=0.0, init=False, repr=False)
+    first_token_at: float | None = field(default=None, init=False, repr=False)
     _lease_lost: bool = field(default=False, init=False, repr=False)
     _reading: bool = field(default=False, init=False, repr=False)
-    _started_at: float = field(default=0.0, init=False, repr=False)
-    _first_token_at: float | None = field(default=None, init=False, repr=False)
 
     @property
     def channel(self) -> Channel:
@@ -216,12 +190,13 @@ class Generation:
             await asyncio.shield(self.task)
         return self.result
 
-    async def _publish(self, event: str, payload: Any) -> str:
+    async def publish(self, event: str, payload: Any) -> str:
+        """Publish one event of this generation (``LeaseLost`` once it may be another's)."""
         if self.leased and asyncio.get_running_loop().time() >= self.lease_until:
             # The heartbeat could not be refreshed in time: another worker may own the
             # generation now, and two producers must not interleave on one channel.
             self.lose_lease()
-            raise _LeaseLost
+            raise LeaseLost
         return await self.channel.abroadcast(payload, event, filter=self.filter)
 
     def _record(self) -> dict[str, Any]:
@@ -248,7 +223,7 @@ class Generation:
 
     async def _produce(self, source: AsyncIterator[LLMEvent | RawChunk]) -> None:
         loop = asyncio.get_running_loop()
-        self._started_at = loop.time()
+        self.started_at = loop.time()
         parts: list[str] = [self.prefix]
         calls: dict[int, ToolCall] = {}
         terminal: Done | Error | None = None
@@ -260,7 +235,7 @@ class Generation:
                 if self.request is not None:
                     # Before the first event: whoever sees the generation sees its heartbeat.
                     self.leased = await leases.register(self.id, self._record())
-                self.first_id = await self._publish("generation", {"id": self.id, **self.metadata})
+                self.first_id = await self.publish("generation", {"id": self.id, **self.metadata})
             watcher = spawn(watch(self))
             if self.leased:
                 beat = spawn(leases.keep(self))
@@ -283,15 +258,15 @@ class Generation:
                         terminal = event
                         break
                     if isinstance(event, Token):
-                        if self._first_token_at is None:
-                            self._first_token_at = loop.time()
+                        if self.first_token_at is None:
+                            self.first_token_at = loop.time()
                         parts.append(event.text)
                     elif isinstance(event, ToolCall) and event.complete:
                         calls[event.index] = event
-                    await self._publish(event.event, event.payload())
+                    await self.publish(event.event, event.payload())
             finally:
                 await aclose_iterator(events)
-        except _LeaseLost:
+        except LeaseLost:
             pass
         except BackendUnavailable as exc:
             logger.warning("generation %s cannot publish: %s", self.id, exc)
@@ -303,10 +278,10 @@ class Generation:
                 if task is not None:
                     task.cancel()
         if self.handed_over:
-            await self._leave()
+            await leave(self, self._lease_lost)
             return
         if self.cancel_reason is not None and not isinstance(terminal, Error):
-            terminal = self._cancelled_done(loop.time())
+            terminal = cancelled_done(self, loop.time())
         elif terminal is None:
             # The source ended without saying how: treat as a cut upstream.
             terminal = error_event("upstream_unavailable", "the stream ended early")
@@ -319,103 +294,21 @@ class Generation:
             self.cancel_reason,
         )
         try:
-            await self._save()
+            await save(self)
             payload = terminal.payload()
             if self.cancel_reason is not None:
                 payload["cancel_reason"] = self.cancel_reason
             if isinstance(terminal, Done):
                 # The whole answer, also when it was continued by another worker.
                 payload["text"] = self.result.text
-            await self._finish(terminal.event, payload)
+            await finish(self, terminal.event, payload)
         except Exception:
             logger.exception("generation %s could not publish its end", self.id)
-        first = self._first_token_at
+        first = self.first_token_at
         observe_generation(
-            first - self._started_at if first is not None else None,
+            first - self.started_at if first is not None else None,
             terminal.tokens_per_second if isinstance(terminal, Done) else None,
         )
-
-    async def _finish(self, event: str, payload: dict[str, Any]) -> None:
-        """Publish the last event, then drop the lease; see the module docstring if it fails."""
-        try:
-            await self._publish(event, payload)
-        except (BackendUnavailable, _LeaseLost) as exc:
-            logger.warning(
-                "generation %s: its %s event could not be published (%s); ending this "
-                "process's streams with it, and publishing it once the backend is back",
-                self.id,
-                event,
-                str(exc) or "its lease expired",
-            )
-            channel = self.channel
-            data = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
-            channel.fan_out(Message(channel.name, data, event, self.filter))
-            spawn(self._publish_end_later(event, payload))
-            return
-        if self.leased:
-            await leases.drop(self.id)
-
-    async def _publish_end_later(self, event: str, payload: dict[str, Any]) -> None:
-        """Publish the last event once the backend takes it (for up to ``HISTORY_TTL``)."""
-        loop = asyncio.get_running_loop()
-        period = min(float(app_settings.GENERATION_HEARTBEAT), 1.0)
-        deadline = loop.time() + float(app_settings.HISTORY_TTL)
-        while loop.time() < deadline:
-            await asyncio.sleep(period)
-            try:
-                # The lease first: a worker that took the generation over meanwhile runs it
-                # now and publishes its own end; two ends must not be published.
-                if self.leased and not await leases.reclaim(self.id):
-                    logger.info("generation %s: taken over elsewhere, which ends it", self.id)
-                    return
-                # A publish that timed out may have been made after all.
-                info = await lookup(self.id)
-                if info is None or not info.finished:
-                    await self.channel.abroadcast(payload, event, filter=self.filter)
-            except BackendUnavailable:
-                continue
-            logger.info("generation %s: its %s event was published late", self.id, event)
-            if self.leased:
-                try:
-                    await leases.drop(self.id)
-                except BackendUnavailable as exc:
-                    # Its keys expire with their TTLs; the history already says it finished.
-                    logger.warning("generation %s could not drop its lease: %s", self.id, exc)
-            return
-        logger.warning("generation %s: its %s event was never published", self.id, event)
-
-    async def _leave(self) -> None:
-        """End of a hand-over: release the lease (unless lost) so a resume takes over at once."""
-        if self._lease_lost:
-            return
-        try:
-            await leases.release(self.id)
-        except BackendUnavailable as exc:
-            # It expires with its TTL: the takeover comes a few seconds later.
-            logger.warning("generation %s could not release its lease: %s", self.id, exc)
-        logger.info("generation %s handed over", self.id)
-
-    def _cancelled_done(self, now: float) -> Done:
-        first = self._first_token_at
-        return Done(
-            finish_reason="cancelled",
-            ttft_ms=round((first - self._started_at) * 1000, 1) if first is not None else None,
-            duration_ms=round((now - self._started_at) * 1000, 1),
-        )
-
-    async def _save(self) -> None:
-        if self.on_finish is None or self.result is None:
-            return
-        try:
-            outcome = self.on_finish(self.result)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            logger.exception("generation %s: on_finish failed", self.id)
-
-
-class _LeaseLost(Exception):
-    """Raised instead of publishing once this worker may no longer own the generation."""
 
 
 def create_generation(

@@ -2,9 +2,9 @@
 
 A generation's producer runs in one process (``get_local``); every other worker knows it only
 through the backend's history of its channel ``generation:<id>``: ``lookup`` reads the owner
-from the filter its events carry, whether it finished, and whether its producer is gone: on
-Redis, from the generation's heartbeat when it has a lease record (``stream_app.llm.leases``),
-else from the age of its last event.
+from the filter its events carry, whether it finished, and whether its producer is gone: from
+the backend's lease ``generation:<id>`` when it has a record (``stream_app.llm.leases``), else
+from the age of its last event.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from django.utils.crypto import salted_hmac
 
 from ..backends import get_backend
 from ..backends.base import Backend, Message, id_key
+from ..channels import track_presence
 from ..conf import app_settings
-from . import leases
 from .events import TERMINAL_EVENTS
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ __all__ = [
 
 #: Generations whose producer runs in this process, by id (kept by ``Generation`` itself).
 local_generations: dict[str, Generation] = {}
+
+
+#: Every worker can ask whether anyone watches a generation (``Backend.has_presence``).
+track_presence("generation:")
 
 
 def channel_name(generation_id: str) -> str:
@@ -88,7 +92,7 @@ async def lookup(generation_id: str) -> GenerationInfo | None:
     terminal = next((m.id for m in messages if m.event in TERMINAL_EVENTS), None)
     info = GenerationInfo(generation_id, owner, messages[0].id, terminal, messages)
     if terminal is None and generation_id not in local_generations:
-        lease = await leases.state(generation_id)
+        lease = await get_backend().lease_state(channel_name(generation_id))
         if lease is not None and lease.record is not None:
             info.record = lease.record
             info.orphaned = not lease.alive

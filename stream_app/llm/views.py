@@ -32,7 +32,7 @@ from ..backends.base import BackendUnavailable, id_key
 from ..channels import get_channel, subscribe
 from ..permissions import csrf_passes
 from ..sessions import Session
-from .events import LLMEvent, RawChunk
+from .events import TERMINAL_EVENTS, LLMEvent, RawChunk
 from .generations import (
     Generation,
     channel_name,
@@ -52,25 +52,21 @@ __all__ = [
     "stream_generation",
 ]
 
-_TERMINAL_FRAMES = (b"event: done\n", b"event: error\n")
 _SESSION_FLAG = "stream_app_llm"
 
 
 class GenerationSession(Session):
-    """A session that ends itself after a generation's ``done`` or ``error`` event.
+    """A session that ends after a generation's ``done`` or ``error`` event.
 
-    The terminal frame can arrive live, from another worker, or in replayed history: every
-    path queues through ``put``, so that is where the end is noticed.
+    The end can arrive live, from another worker, or in replayed history: the channel layer
+    sees it by the event's type (``Session.ends_on``), never by its bytes.
     """
 
     __slots__ = ()
 
-    def put(self, frame: bytes, keep_alive: bool = False) -> bool:
-        """Queue ``frame``; a terminal event's frame then closes the session."""
-        queued = super().put(frame, keep_alive)
-        if queued and not keep_alive and frame.startswith(_TERMINAL_FRAMES):
-            self.close()
-        return queued
+    def __init__(self, request: HttpRequest | None, **options: Any) -> None:
+        super().__init__(request, **options)
+        self.ends_on = TERMINAL_EVENTS
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:

@@ -14,10 +14,24 @@ subscribed to the channels its sessions use, plus a control channel for cross-wo
 Commands (publish, history, counts) go through redis-py's asyncio client; ``connection`` builds
 both from the settings (URL, TLS, Sentinel, pool). ``redis`` is imported only in this package.
 
-Keys (all with a TTL): ``{prefix}:s:{channel}`` stream, ``{prefix}:last`` last id,
-``{prefix}:epoch`` when the current id sequence began, ``{prefix}:primary`` the server that
-holds the history and ``{prefix}:holes`` what a change of server may have lost (``scripts``),
-``{prefix}:reply:{uuid}`` count replies.
+Leases (which worker runs a generation, and how to rerun it) and presence (which workers have
+sessions on a channel) are commands of ``leases.RedisLeases``, which this class extends.
+
+Keys (all with a TTL):
+
+- ``{prefix}:s:{channel}`` stream, ``{prefix}:last`` last id, ``{prefix}:epoch`` when the
+  current id sequence began, ``{prefix}:primary`` the server that holds the history and
+  ``{prefix}:holes`` what a change of server may have lost (``scripts``);
+- ``{prefix}:reply:{uuid}`` replies to a cross-worker count (``count``);
+- ``{prefix}:lease:{<name>}:run`` a lease's record and ``{prefix}:lease:{<name>}:beat`` its
+  heartbeat (TTL ``HISTORY_TTL`` and the runner's TTL);
+- ``{prefix}:w:{<channel>}`` the workers present on a channel (a sorted set; a dead worker
+  drops out within ``leases.PRESENCE_TTL`` seconds).
+
+Cluster: the lease and presence keys carry the name in a hash tag (``{...}``), so that one
+lease's keys and its channel's presence share a slot. The publish script still spans several
+keys (one id counter for every channel), which Redis Cluster would refuse: running on a
+cluster needs a counter per slot and ids merged across them, not done here.
 """
 
 from __future__ import annotations
@@ -36,8 +50,9 @@ import redis.asyncio as aredis
 from ...conf import app_settings
 from ...redact import redact
 from ...tasks import spawn
-from ..base import Backend, BackendUnavailable, History, Message, id_key
+from ..base import BackendUnavailable, History, Message, id_key
 from .connection import target
+from .leases import RedisLeases
 from .listener import NETWORK_ERRORS, Listener, merged
 from .scripts import PUBLISH_SCRIPT, TAKEOVER_SCRIPT, crosses_hole, trimmed_after
 
@@ -46,7 +61,7 @@ __all__ = ["RedisBackend"]
 logger = logging.getLogger("stream_app")
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisLeases):
     """Production backend for several workers sharing one Redis (or a Sentinel service)."""
 
     def __init__(self) -> None:
@@ -128,6 +143,7 @@ class RedisBackend(Backend):
             if self._listener is not None:
                 self._reconnects_before += self._listener.reconnects
             self._listener = None
+            self.presence_task = None
             self._client = self.target.async_client(setup=self.setup_connection)
         return self._client
 
@@ -156,7 +172,7 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 4, *self._keys(message.channel), *self._args(message)
             )
         except (*NETWORK_ERRORS, redis.RedisError) as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
 
@@ -167,11 +183,11 @@ class RedisBackend(Backend):
                 PUBLISH_SCRIPT, 4, *self._keys(message.channel), *self._args(message)
             )
         except (*NETWORK_ERRORS, redis.RedisError) as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         message.id = str(event_id)
         return message.id
 
-    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+    def unavailable(self, exc: BaseException) -> BackendUnavailable:
         """The error for an unreachable Redis: where (without the password) and why."""
         return BackendUnavailable(
             f"Redis at {self.target.describe()} is unreachable: {redact(str(exc))}"
@@ -270,7 +286,7 @@ class RedisBackend(Backend):
                 total += int(answer[1])
             await client.delete(reply)
         except (*NETWORK_ERRORS, redis.RedisError) as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         return total
 
     async def ping(self) -> bool:
