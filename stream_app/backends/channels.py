@@ -25,6 +25,13 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from ..extras import MissingExtra
+
+try:
+    from channels.layers import get_channel_layer
+except ImportError as exc:
+    raise MissingExtra("channels", "The Channels backend") from exc
+
 from ..conf import app_settings
 from ..redact import redact
 from ..tasks import spawn
@@ -58,8 +65,6 @@ class ChannelsBackend(Backend):
     @property
     def layer(self) -> Any:
         """The configured channel layer."""
-        from channels.layers import get_channel_layer
-
         layer = get_channel_layer(app_settings.CHANNEL_LAYER)
         if layer is None:
             raise BackendUnavailable(
