@@ -164,3 +164,18 @@ def test_check_e008_quiet_when_nothing_needs_an_extra(
         monkeypatch.setitem(sys.modules, module, None)
     with override_settings(STREAM_APP=value):
         assert checks.check_extras() == []
+
+
+def test_check_e008_for_a_backend_module_that_raises_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A dotted path outside the shipped backends whose module stops at its extra's guard
+    # (imported afresh, with the anthropic SDK hidden): E008 with its words, not E005.
+    import stream_app.llm.anthropic  # noqa: F401  (so that monkeypatch can restore it)
+
+    monkeypatch.delitem(sys.modules, "stream_app.llm.anthropic")
+    monkeypatch.setitem(sys.modules, "anthropic", None)
+    with override_settings(STREAM_APP={"BACKEND": "stream_app.llm.anthropic.AnthropicBackend"}):
+        (error,) = checks.check_backend()
+    assert error.id == "stream_app.E008"
+    assert "install django-stream-llm[anthropic]" in error.msg
