@@ -14,7 +14,9 @@ WORKDIR /app
 # glob copies the README when there is one (pyproject names it) and does not fail otherwise.
 COPY pyproject.toml README.m[d] ./
 COPY stream_app ./stream_app
-RUN pip install ".[metrics,server]"
+# The extras of what runs here: the metrics endpoint, the Redis backend docker-compose.yml
+# selects (STREAM_BACKEND=redis), the demo's model and uvicorn (server).
+RUN pip install ".[metrics,redis,server]"
 
 # The demo project is not part of the package: it runs from /app.
 COPY manage.py ./

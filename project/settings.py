@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,7 +30,9 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 
 INSTALLED_APPS = [
-    "daphne",
+    # daphne's runserver speaks ASGI (check stream_app.E001). The demo itself runs uvicorn, so
+    # scripts/demo and the Dockerfile leave daphne out: it comes with the daphne extra.
+    *(["daphne"] if find_spec("daphne") else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -1,13 +1,15 @@
 # Shared by scripts/test and scripts/demo: a virtualenv with the project installed.
-# ensure_venv DIR PYTHON EXTRAS [pip requirement...]: the project, editable, with the
-# comma-separated EXTRAS (scripts/test: "test", scripts/demo: "server"), and the requirements.
+# ensure_venv DIR PYTHON NAMES [pip requirement...]: the project, editable, with NAMES, a
+# comma-separated list of pyproject.toml's extras (scripts/demo: "server") and dependency
+# groups (scripts/test: "test", the checkers and test tools, which are never published as
+# extras; pip >= 25.1 installs a group with --group), and the requirements.
 # pip runs only when pyproject.toml, the arguments or $ENSURE_VENV_REFRESH changed since the
 # last install into DIR: a stamp file per combination, named after their hash. Each install
 # upgrades every dependency to its newest release within pyproject.toml's bounds (eager), so a
 # caller that sets ENSURE_VENV_REFRESH to the date (scripts/test) tests the newest releases of
 # the day.
 ensure_venv() {
-    local dir="$1" python="$2" extras="$3"
+    local dir="$1" python="$2" names="$3"
     shift 3
     if [ ! -x "$dir/bin/python" ]; then
         "$python" -m venv "$dir"
@@ -17,9 +19,23 @@ ensure_venv() {
     key="$("$dir/bin/python" -c 'import hashlib, sys
 digest = hashlib.sha256(open("pyproject.toml", "rb").read())
 digest.update("\0".join(sys.argv[1:]).encode())
-print(digest.hexdigest()[:16])' "${ENSURE_VENV_REFRESH:-}" "$extras" "$@")"
+print(digest.hexdigest()[:16])' "${ENSURE_VENV_REFRESH:-}" "$names" "$@")"
     if [ ! -e "$dir/.installed-$key" ]; then
-        "$dir/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e ".[$extras]" "$@"
+        local targets
+        # "-e .[extra,...]" then "--group NAME" for each name that is a dependency group.
+        mapfile -t targets < <("$dir/bin/python" -c 'import sys, tomllib
+groups = tomllib.load(open("pyproject.toml", "rb")).get("dependency-groups", {})
+names = [name for name in sys.argv[1].split(",") if name]
+extras = ",".join(name for name in names if name not in groups)
+print("-e", f".[{extras}]" if extras else ".", sep="\n")
+for name in names:
+    if name in groups:
+        print(f"--group\n{name}")' "$names")
+        if [[ " ${targets[*]} " == *" --group "* ]]; then
+            # A venv made before pip 25.1 would not know --group.
+            "$dir/bin/python" -m pip install -q "pip>=25.1"
+        fi
+        "$dir/bin/python" -m pip install -q --upgrade --upgrade-strategy eager "${targets[@]}" "$@"
         touch "$dir/.installed-$key"
     fi
 }

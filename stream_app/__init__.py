@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from .responses import SSEResponse
     from .sessions import Session, create_response, create_session
 
+#: The release, read by the build (pyproject.toml, [tool.setuptools.dynamic]).
+__version__ = "0.1.0"
+
 __all__ = [
     "Channel",
     "Event",

@@ -11,7 +11,11 @@
 - ``stream_app.W007``: the memory backend while the environment asks for several workers
   (``WEB_CONCURRENCY`` or ``UVICORN_WORKERS`` above 1): each worker would see only its own
   broadcasts.
-- ``stream_app.E008``: the Channels backend without its layer in ``CHANNEL_LAYERS``.
+- ``stream_app.E008``: a backend or feature is selected whose extra is not installed (the Redis,
+  Channels or PostgreSQL backend; ``LLM_*`` upstream settings without ``[llm]``;
+  ``METRICS_TOKEN`` without ``[metrics]``). The message is the ``MissingExtra`` error that
+  using it would raise (``stream_app.extras``).
+- ``stream_app.E009``: the Channels backend without its layer in ``CHANNEL_LAYERS``.
 """
 
 from __future__ import annotations
@@ -28,16 +32,28 @@ from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, app_settings
+from .extras import BACKEND_EXTRAS, MissingExtra, install_command, missing_modules
 
 __all__ = [
     "WORKER_VARIABLES",
     "check_backend",
+    "check_extras",
     "check_gzip",
     "check_server",
     "check_settings",
     "check_workers",
     "register",
 ]
+
+#: Settings that configure stream_chat's upstream: setting one selects the [llm] extra.
+LLM_UPSTREAM_SETTINGS = (
+    "LLM_API_KEY",
+    "LLM_BASE_URL",
+    "LLM_MODEL",
+    "LLM_TIMEOUT",
+    "LLM_MAX_RETRIES",
+    "LLM_OFFLINE_RATE",
+)
 
 #: Environment variables that set how many worker processes a server runs (gunicorn and
 #: uvicorn read WEB_CONCURRENCY, uvicorn UVICORN_WORKERS).
@@ -54,8 +70,9 @@ def check_server(**kwargs: Any) -> list[CheckMessage]:
         return [
             Error(
                 "runserver serves WSGI here, so server-sent events would never be sent.",
-                hint="Add 'daphne' at the top of INSTALLED_APPS (its runserver speaks ASGI), "
-                "or run 'daphne project.asgi:application' / 'uvicorn project.asgi:application'.",
+                hint="Add 'daphne' at the top of INSTALLED_APPS (its runserver speaks ASGI; "
+                f"{install_command('daphne')}), or run 'daphne project.asgi:application' / "
+                "'uvicorn project.asgi:application'.",
                 id="stream_app.E001",
             )
         ]
@@ -167,13 +184,19 @@ def _range_error(key: str, expected: str, value: object) -> Error:
 
 
 def check_backend(**kwargs: Any) -> list[CheckMessage]:
-    """E005: the configured backend class must be importable; E008: the Channels backend
-    needs its layer in ``CHANNEL_LAYERS``."""
+    """E005: the configured backend class must be importable (E008 if only its extra is
+    missing, see ``check_extras``); E009: the Channels backend needs its layer in
+    ``CHANNEL_LAYERS``."""
     value = getattr(settings, "STREAM_APP", {})
     options = value if isinstance(value, dict) else {}
     path = options.get("BACKEND", DEFAULTS["BACKEND"])
+    if path in BACKEND_EXTRAS and missing_modules(BACKEND_EXTRAS[path][0]):
+        return []
     try:
         backend = import_string(path)
+    except MissingExtra as exc:
+        # A backend of the project's own, guarded the same way.
+        return [_extra_error(exc)]
     except ImportError as exc:
         return [
             Error(
@@ -193,10 +216,41 @@ def check_backend(**kwargs: Any) -> list[CheckMessage]:
                 f"layer {alias!r}: no broadcast could be sent.",
                 hint="Configure CHANNEL_LAYERS (e.g. channels_redis.core.RedisChannelLayer), "
                 "or set STREAM_APP['CHANNEL_LAYER'] to one of its aliases.",
-                id="stream_app.E008",
+                id="stream_app.E009",
             )
         ]
     return []
+
+
+def check_extras(**kwargs: Any) -> list[CheckMessage]:
+    """E008: the selected backend or features have their extras installed."""
+    value = getattr(settings, "STREAM_APP", {})
+    if not isinstance(value, dict):
+        return []  # E004
+    selected: list[tuple[str, str, str]] = []
+    path = value.get("BACKEND", DEFAULTS["BACKEND"])
+    if path in BACKEND_EXTRAS:
+        extra, feature = BACKEND_EXTRAS[path]
+        selected.append((extra, feature, f"STREAM_APP['BACKEND'] = {path!r}"))
+    llm_keys = [key for key in LLM_UPSTREAM_SETTINGS if key in value]
+    if llm_keys:
+        selected.append(("llm", "stream_chat", f"STREAM_APP[{llm_keys[0]!r}] is set"))
+    if value.get("METRICS_TOKEN"):
+        selected.append(("metrics", "The metrics endpoint", "STREAM_APP['METRICS_TOKEN'] is set"))
+    errors: list[CheckMessage] = []
+    for extra, feature, why in selected:
+        missing = missing_modules(extra)
+        if missing:
+            errors.append(_extra_error(MissingExtra(extra, feature, missing), why))
+    return errors
+
+
+def _extra_error(exc: MissingExtra, why: str | None = None) -> Error:
+    return Error(
+        f"{why}: {exc.summary}." if why else f"{exc.summary}.",
+        hint=f"{install_command(exc.extra)}, or change the setting.",
+        id="stream_app.E008",
+    )
 
 
 def check_workers(**kwargs: Any) -> list[CheckMessage]:
@@ -211,7 +265,7 @@ def check_workers(**kwargs: Any) -> list[CheckMessage]:
                     f"{name}={value} runs several worker processes, but the memory backend "
                     "delivers each broadcast only to the streams of the worker that sent it.",
                     hint='Set STREAM_APP["BACKEND"] = "stream_app.backends.redis.RedisBackend" '
-                    "(with REDIS_URL), or run one worker.",
+                    f"(with REDIS_URL; {install_command('redis')}), or run one worker.",
                     id="stream_app.W007",
                 )
             ]
@@ -220,5 +274,12 @@ def check_workers(**kwargs: Any) -> list[CheckMessage]:
 
 def register() -> None:
     """Register the checks (called from ``AppConfig.ready``)."""
-    for check in (check_server, check_gzip, check_settings, check_backend, check_workers):
+    for check in (
+        check_server,
+        check_gzip,
+        check_settings,
+        check_backend,
+        check_extras,
+        check_workers,
+    ):
         register_check(check, Tags.compatibility)

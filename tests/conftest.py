@@ -19,6 +19,8 @@ import httpx
 import pytest
 from django.conf import settings
 
+from tests.wheels import build_wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 # The browser tests' Chromium (apt-get install chromium), started by Playwright.
 CHROMIUM = "/usr/bin/chromium"
@@ -273,3 +275,9 @@ def rss_kb(pid: int) -> int:
     """Resident memory of a process, in KiB (from /proc)."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     return int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's wheel, built once per test session (``tests/wheels.py``)."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))

@@ -185,11 +185,11 @@ async def test_channels_events_sent_from_channels_code_reach_sessions() -> None:
 def test_channels_backend_without_its_layer_is_a_system_check_error(settings: Any) -> None:
     settings.STREAM_APP = {**settings.STREAM_APP, "BACKEND": CHANNELS_BACKEND}
     settings.CHANNEL_LAYERS = {}
-    assert [m.id for m in check_backend()] == ["stream_app.E008"]
+    assert [m.id for m in check_backend()] == ["stream_app.E009"]
     settings.CHANNEL_LAYERS = IN_MEMORY
     settings.STREAM_APP = {**settings.STREAM_APP, "CHANNEL_LAYER": "events"}
     [error] = check_backend()
-    assert error.id == "stream_app.E008"
+    assert error.id == "stream_app.E009"
     assert "'events'" in error.msg
     settings.STREAM_APP = {**settings.STREAM_APP, "CHANNEL_LAYER": "default"}
     assert check_backend() == []

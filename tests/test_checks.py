@@ -117,3 +117,65 @@ def test_check_w007_memory_backend_with_several_workers(
         found = ids(checks.check_workers())
         assert found == (["stream_app.W007"] if warned else [])
         assert ("stream_app.W007" in ids(run_checks(tags=[Tags.compatibility]))) is warned
+
+
+# E008: a missing extra. Here every extra is installed, so a module is hidden the way Python
+# itself blocks an import (None in sys.modules raises ImportError); tests/test_packaging.py
+# runs the same checks in virtualenvs where the extras are really absent.
+@pytest.mark.parametrize(
+    ("value", "hidden", "extra"),
+    [
+        ({"BACKEND": "stream_app.backends.redis.RedisBackend"}, "redis", "redis"),
+        ({"BACKEND": "stream_app.backends.channels.ChannelsBackend"}, "channels", "channels"),
+        ({"BACKEND": "stream_app.backends.postgres.PostgresBackend"}, "psycopg", "postgres"),
+        ({"LLM_BASE_URL": "http://127.0.0.1:1/v1"}, "openai", "llm"),
+        ({"LLM_MODEL": "gpt-4o"}, "httpx2", "llm"),
+        ({"METRICS_TOKEN": "secret"}, "prometheus_client", "metrics"),
+    ],
+)
+def test_check_e008_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, value: dict[str, Any], hidden: str, extra: str
+) -> None:
+    with override_settings(STREAM_APP=value):
+        assert checks.check_extras() == []
+        monkeypatch.setitem(sys.modules, hidden, None)
+        (error,) = checks.check_extras()
+        assert error.id == "stream_app.E008"
+        assert f"install django-stream-llm[{extra}]" in error.msg
+        assert f"needs {hidden}, which is not installed" in error.msg
+        assert f"pip install 'django-stream-llm[{extra}]'" in error.hint
+        # One error for one cause: E005 stays quiet when only the extra is missing.
+        assert checks.check_backend() == []
+        assert "stream_app.E008" in ids(run_checks(tags=[Tags.compatibility]))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"LLM_COALESCE_MS": 20, "GENERATION_GRACE": 5.0},  # llm_response needs no SDK
+        {"METRICS_TOKEN": None},
+    ],
+)
+def test_check_e008_quiet_when_nothing_needs_an_extra(
+    monkeypatch: pytest.MonkeyPatch, value: dict[str, Any]
+) -> None:
+    for module in ("redis", "channels", "psycopg", "openai", "httpx2", "prometheus_client"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with override_settings(STREAM_APP=value):
+        assert checks.check_extras() == []
+
+
+def test_check_e008_for_a_backend_module_that_raises_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A dotted path outside the shipped backends whose module stops at its extra's guard
+    # (imported afresh, with the anthropic SDK hidden): E008 with its words, not E005.
+    import stream_app.llm.anthropic  # noqa: F401  (so that monkeypatch can restore it)
+
+    monkeypatch.delitem(sys.modules, "stream_app.llm.anthropic")
+    monkeypatch.setitem(sys.modules, "anthropic", None)
+    with override_settings(STREAM_APP={"BACKEND": "stream_app.llm.anthropic.AnthropicBackend"}):
+        (error,) = checks.check_backend()
+    assert error.id == "stream_app.E008"
+    assert "install django-stream-llm[anthropic]" in error.msg

@@ -142,7 +142,20 @@ def test_dockerfile_runs_uvicorn_with_the_lifespan() -> None:
     # The image trusts forwarded headers from no one but localhost unless told (compose: "*").
     assert "--forwarded-allow-ips" not in command
     # The image installs the server it runs.
-    assert re.search(r"pip install [^\n]*\.\[[^\]]*\bserver\b", (ROOT / "Dockerfile").read_text())
+    assert "server" in dockerfile_extras()
+
+
+def dockerfile_extras() -> set[str]:
+    """The extras of the package the Dockerfile installs (``pip install ".[a,b]"``)."""
+    (extras,) = re.findall(r"pip install \"?\.\[([^\]]*)\]", (ROOT / "Dockerfile").read_text())
+    return set(extras.split(","))
+
+
+def test_dockerfile_installs_the_extra_of_the_backend_compose_selects() -> None:
+    # The core install has no Redis client: a worker on STREAM_BACKEND=redis needs the extra.
+    backends = {s["environment"]["STREAM_BACKEND"] for s in app_services(compose_file()).values()}
+    assert backends == {"redis"}
+    assert backends <= dockerfile_extras()
 
 
 def test_compose_file_upstreams_match_nginx_conf() -> None:

@@ -3,10 +3,11 @@
 The blocks are read from README.md (each follows a ``<!-- quickstart:ACTION [PATH] -->``
 marker), so the README and this test cannot drift apart. The package is installed from this
 checkout as a built wheel into a fresh virtualenv (its dependencies come from the test
-environment, so no download is needed), ``django-admin startproject`` makes the project, the
-blocks are appended or written as the README says, and the project is served by uvicorn and by
-daphne. A browser-style client (httpx-sse, and the README's own JavaScript in headless
-Chromium) must receive a broadcast sent from a separate ``manage.py shell`` process.
+environment, so no download is needed; tests/test_packaging.py installs it with them),
+``django-admin startproject`` makes the project, the blocks are appended or written as the
+README says, and the project is served by uvicorn and by daphne. A browser-style client
+(httpx-sse, and the README's own JavaScript in headless Chromium) must receive a broadcast sent
+from a separate ``manage.py shell`` process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +30,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, RedisServer, free_port, wait_for_port
+from tests.wheels import purelib
 
 pytestmark = pytest.mark.slow
 
@@ -128,42 +129,17 @@ def apply_file_block(project: Project, block: Block) -> None:
         target.write_text(target.read_text() + "\n" + block.body)
 
 
-def install_from_checkout(tmp: Path) -> Path:
+def install_from_checkout(tmp: Path, wheel: Path) -> Path:
     """A fresh virtualenv holding this checkout's wheel; returns its Python.
 
-    The wheel is built from the checkout (pip, with build isolation, as ``pip install .``
-    would) and installed without dependencies; a ``.pth`` file lends the test environment's
-    packages (Django, redis, uvicorn, daphne...) so that nothing else is downloaded.
+    The wheel (``built_wheel``, built once per session) is installed without dependencies; a
+    ``.pth`` file lends the test environment's packages (Django, redis, uvicorn, daphne...) so
+    that nothing else is downloaded.
     """
-    # A copy of the checkout: building writes build/ and *.egg-info next to the sources.
-    source = tmp / "source"
-    shutil.copytree(
-        ROOT,
-        source,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv*", "test-output", "build", "*.egg-info", "__pycache__", "node_modules"
-        ),
-    )
-    dist = tmp / "dist"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert build.returncode == 0, build.stderr[-3000:]
-    (wheel,) = dist.glob("django_stream_llm-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(purelib, "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (purelib(python) / "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,
@@ -210,10 +186,12 @@ def run_shell_block(
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, list[Block]]:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, built_wheel: Path
+) -> tuple[Project, list[Block]]:
     """The new project after every file block and the first commands, ready to serve."""
     tmp = tmp_path_factory.mktemp("quickstart")
-    python = install_from_checkout(tmp)
+    python = install_from_checkout(tmp, built_wheel)
     blocks = quickstart_blocks()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAM_"))}
     env.pop("PYTHONPATH", None)

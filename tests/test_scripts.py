@@ -111,6 +111,8 @@ def run_copy(
 
 # Every install brings each dependency to its newest release within pyproject.toml's bounds.
 UPGRADE = "-m pip install -q --upgrade --upgrade-strategy eager"
+# Before installing a dependency group: a pip that knows --group.
+PIP_FOR_GROUPS = "-m pip install -q pip>=25.1"
 
 
 def pip_calls(calls: list[str]) -> list[str]:
@@ -143,11 +145,21 @@ def test_ensure_venv_keeps_one_stamp_per_extras_and_requirements(demo_copy: Path
     ensure = '. scripts/_env.sh && ensure_venv "$@"'
     args = ("bash", "-c", ensure, "ensure_venv", ".venv", "python3")
     _, calls = run_copy(demo_copy, *args, "test", "django>=5.2,<6")
-    assert pip_calls(calls) == [f"{UPGRADE} -e .[test] django>=5.2,<6"]
+    assert pip_calls(calls) == [PIP_FOR_GROUPS, f"{UPGRADE} -e . --group test django>=5.2,<6"]
     _, calls = run_copy(demo_copy, *args, "test", "django>=5.2,<6")
     assert pip_calls(calls) == []
     _, calls = run_copy(demo_copy, *args, "test", "django>=6,<7")
-    assert pip_calls(calls) == [f"{UPGRADE} -e .[test] django>=6,<7"]
+    assert pip_calls(calls) == [PIP_FOR_GROUPS, f"{UPGRADE} -e . --group test django>=6,<7"]
+
+
+def test_ensure_venv_installs_groups_with_group_and_the_rest_as_extras(demo_copy: Path) -> None:
+    # The test tools are a dependency group (never a published extra): pip's --group.
+    ensure = '. scripts/_env.sh && ensure_venv "$@"'
+    args = ("bash", "-c", ensure, "ensure_venv", ".venv", "python3")
+    _, calls = run_copy(demo_copy, *args, "metrics,test,redis")
+    assert pip_calls(calls) == [PIP_FOR_GROUPS, f"{UPGRADE} -e .[metrics,redis] --group test"]
+    _, calls = run_copy(demo_copy, *args, "server,metrics")
+    assert pip_calls(calls) == [f"{UPGRADE} -e .[server,metrics]"]
 
 
 def test_ensure_venv_looks_for_newer_releases_when_the_refresh_key_changes(
@@ -157,11 +169,11 @@ def test_ensure_venv_looks_for_newer_releases_when_the_refresh_key_changes(
     ensure = '. scripts/_env.sh && ensure_venv "$@"'
     args = ("bash", "-c", ensure, "ensure_venv", ".venv", "python3", "test")
     _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-01")
-    assert pip_calls(calls) == [f"{UPGRADE} -e .[test]"]
+    assert pip_calls(calls) == [PIP_FOR_GROUPS, f"{UPGRADE} -e . --group test"]
     _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-01")
     assert pip_calls(calls) == []
     _, calls = run_copy(demo_copy, *args, ENSURE_VENV_REFRESH="2026-01-02")
-    assert pip_calls(calls) == [f"{UPGRADE} -e .[test]"]
+    assert pip_calls(calls) == [PIP_FOR_GROUPS, f"{UPGRADE} -e . --group test"]
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,13 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from .. import protocol
+from ..extras import MissingExtra
+
+try:
+    from channels.layers import get_channel_layer
+except ImportError as exc:
+    raise MissingExtra("channels", "The Channels backend") from exc
+
 from ..conf import app_settings
 from ..encoding import compact_json
 from ..redact import redact
@@ -67,8 +74,6 @@ class ChannelsBackend(Backend):
     @property
     def layer(self) -> Any:
         """The configured channel layer."""
-        from channels.layers import get_channel_layer
-
         layer = get_channel_layer(app_settings.CHANNEL_LAYER)
         if layer is None:
             raise BackendUnavailable(

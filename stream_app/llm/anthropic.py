@@ -1,11 +1,12 @@
 """The Anthropic adapter: a Messages API stream as the same ``stream_app.llm`` events.
 
-Optional: needs the ``anthropic`` SDK (``pip install django-stream-llm[anthropic]``); importing
-this module without it raises ImportError. ``stream_anthropic(messages, model=...)`` yields
-``Token``, ``ToolCall`` (``tool_use`` blocks, their ``input_json_delta`` merged), ``Usage`` and
-one final ``Done`` or ``Error``, exactly like ``stream_app.llm.openai.stream_chat``, so every
-format, coalescing and generations work unchanged. Finish reasons are Anthropic's
-(``end_turn``, ``max_tokens``, ``tool_use``...).
+Optional: needs the ``anthropic`` SDK (``pip install 'django-stream-llm[anthropic]'``);
+importing this module without it raises ``stream_app.extras.MissingExtra``, an ImportError
+naming the extra. ``stream_anthropic(messages, model=...)`` yields ``Token``, ``ToolCall``
+(``tool_use`` blocks, their ``input_json_delta`` merged), ``Usage`` and one final ``Done`` or
+``Error``, exactly like ``stream_app.llm.openai.stream_chat``, so every format, coalescing and
+generations work unchanged. Finish reasons are Anthropic's (``end_turn``, ``max_tokens``,
+``tool_use``...).
 
 As with OpenAI the upstream stream is held in ``async with``: closing the iterator closes it.
 This is the only module that imports ``anthropic``.
@@ -18,19 +19,24 @@ import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
-import anthropic
-from anthropic import AsyncAnthropic, AsyncStream
-from anthropic.types import (
-    InputJSONDelta,
-    RawContentBlockDeltaEvent,
-    RawContentBlockStartEvent,
-    RawContentBlockStopEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    RawMessageStreamEvent,
-    TextDelta,
-    ToolUseBlock,
-)
+from ..extras import MissingExtra
+
+try:
+    import anthropic
+    from anthropic import AsyncAnthropic, AsyncStream
+    from anthropic.types import (
+        InputJSONDelta,
+        RawContentBlockDeltaEvent,
+        RawContentBlockStartEvent,
+        RawContentBlockStopEvent,
+        RawMessageDeltaEvent,
+        RawMessageStartEvent,
+        RawMessageStreamEvent,
+        TextDelta,
+        ToolUseBlock,
+    )
+except ImportError as exc:
+    raise MissingExtra("anthropic", "stream_app.llm.anthropic (stream_anthropic)") from exc
 
 from .errors import error_event, internal_error, parse_retry_after, status_error
 from .events import Error, LLMEvent, StreamStats, Token, ToolCallAccumulator, Usage

@@ -24,7 +24,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx2
+from ..extras import MissingExtra
+
+try:
+    import httpx2
+except ImportError as exc:
+    raise MissingExtra("llm", "The offline model (stream_app.llm.offline)") from exc
 
 __all__ = ["OFFLINE_BASE_URL", "OfflineModel", "OfflineTransport"]
 

@@ -31,10 +31,15 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
-import httpx2
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletionChunk
+from ..extras import MissingExtra
+
+try:
+    import httpx2
+    import openai
+    from openai import AsyncOpenAI, AsyncStream
+    from openai.types.chat import ChatCompletionChunk
+except ImportError as exc:
+    raise MissingExtra("llm", "stream_app.llm.openai (stream_chat)") from exc
 
 from ..conf import app_settings
 from ..protocol import Decoder

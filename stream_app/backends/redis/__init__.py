@@ -44,8 +44,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-import redis.asyncio as aredis
+from ...extras import MissingExtra
+
+try:
+    import redis
+    import redis.asyncio as aredis
+except ImportError as exc:
+    raise MissingExtra("redis", "The Redis backend") from exc
 
 from ...conf import app_settings
 from ...redact import redact
