@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "psycopg_pool"),
     "metrics": ("prometheus_client",),
     "daphne": ("daphne",),
+    "testing": ("httpx",),
 }
 
 #: The backends that ship with stream_app and the extra each needs (``STREAM_APP["BACKEND"]``).

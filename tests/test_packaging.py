@@ -73,6 +73,7 @@ GUARDED: dict[str, str] = {
     "stream_app.llm.openai": "llm",
     "stream_app.llm.offline": "llm",
     "stream_app.llm.anthropic": "anthropic",
+    "stream_app.testing.sockets": "testing",
 }
 TOOLS = {
     "pytest",

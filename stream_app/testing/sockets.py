@@ -17,9 +17,13 @@ import time
 from types import TracebackType
 from typing import Any
 
-import httpx
-
+from ..extras import MissingExtra
 from ..protocol import Decoder, Event
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtra("testing", "EventStream") from exc
 
 __all__ = ["EventStream"]
 
