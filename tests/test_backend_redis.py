@@ -241,6 +241,50 @@ async def test_redis_change_of_server_makes_crossing_what_it_may_have_lost_a_res
     await backend.aclose()
 
 
+async def test_redis_change_of_server_is_one_reset_per_live_session(
+    backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """A session that stays connected across a change of server learns of what may be lost
+    once, whatever the number of its channels, then receives the new server's events."""
+    first, second = get_channel("lost-a"), get_channel("lost-b")
+    session = Session(factory.get("/sse/"), retry=None, keep_alive=None, state={})
+    await subscribe(session, [first, second])
+    delivered = await first.abroadcast("before")
+    for _ in range(500):
+        if session.queued:
+            break
+        await asyncio.sleep(0.02)
+    assert session.queued == 1
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.set(f"{backend.prefix}:primary", "a-server-that-is-gone")
+        # The listener's new connection notes the change, and the listener the hole.
+        client.client_kill_filter(_type="pubsub")
+    finally:
+        client.close()
+    for _ in range(500):
+        if backend.reconnects and backend.connected:
+            break
+        await asyncio.sleep(0.02)
+    assert backend.reconnects >= 1
+    assert backend.connected
+    after = await second.abroadcast("after")
+    events: list[protocol.Event] = []
+    async with asyncio.timeout(10):
+        async for chunk in session.response:
+            events.extend(protocol.decode(chunk))
+            if events[-1].id == after:
+                session.close()
+    lost = {"reason": "history_lost", "last_event_id": delivered}
+    seen = [(e.event, json.loads(e.data or "") if e.event else e.data) for e in events]
+    assert seen == [
+        (None, "before"),
+        ("reset", lost),
+        (None, "after"),
+    ]
+    await backend.aclose()
+
+
 async def test_redis_publish_burst_waits_for_the_bounded_pool(redis_server: RedisServer) -> None:
     """More concurrent publishes than REDIS_MAX_CONNECTIONS: each waits for a connection (no
     "too many connections" error) and Redis never sees more than the cap from the pool."""

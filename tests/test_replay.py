@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
 from stream_app.backends import get_backend, reset_backend
+from stream_app.backends.redis import RedisBackend
 from stream_app.channels import get_channel, subscribe
 from stream_app.protocol import Event
 from stream_app.replay import coverage
 from stream_app.sessions import Session
 from stream_app.testing import EventStream
-from tests.conftest import Server
+from tests.conftest import RedisServer, Server
 
 TOKEN = {"Authorization": "Bearer test-token"}
 MAX_QUEUE = 50
@@ -97,6 +100,71 @@ async def test_replay_coverage_tells_what_history_gave() -> None:
         assert not covered.covers("cover-kept", "not-an-id")
     finally:
         reset_backend()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def in_process_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The memory backend, or the Redis backend on the session's private Redis, in this
+    process; its name."""
+    options: dict[str, Any] = {}
+    if request.param == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        if redis_server.proc is None:
+            redis_server.start()
+        options = {
+            "BACKEND": "stream_app.backends.redis.RedisBackend",
+            "REDIS_URL": redis_server.url,
+            "KEY_PREFIX": f"replay{time.monotonic_ns()}",
+        }
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        yield request.param
+        backend = get_backend()
+        if isinstance(backend, RedisBackend):
+            async_to_sync(backend.aclose)()
+    reset_backend()
+
+
+async def read_events(session: Session, count: int) -> list[Event]:
+    """The first ``count`` events the session's writer sends (then the session ends)."""
+    events: list[Event] = []
+    async with asyncio.timeout(10):
+        async for chunk in session.response:
+            events.extend(protocol.decode(chunk))
+            if len(events) >= count:
+                session.close()
+    return events
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-a-row", "after-the-first-replay"])
+async def test_replay_resets_once_per_session_registered_on_several_channels(
+    in_process_backend: str, late: bool
+) -> None:
+    """A position history cannot cover (older than the retained history) is one ``reset``
+    for the session, not one per channel ``Channel.register`` replays."""
+    first, second = get_channel("once-a"), get_channel("once-b")
+    kept = [await first.abroadcast("a"), await second.abroadcast("b")]
+    request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": "1-1"})
+    session = Session(request, retry=None, keep_alive=None)
+    first.register(session)
+    if late:
+        # The first channel's replay has queued its reset and history: the second's is
+        # another replay.
+        for _ in range(500):
+            if session.queued == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert session.queued == 2
+    second.register(session)
+    # Whatever arrives after the two histories and one reset: one more event than expected.
+    live = await first.abroadcast("live")
+    events = await read_events(session, 4)
+    resets = [e for e in events if e.event == "reset"]
+    assert [json.loads(e.data or "") for e in resets] == [
+        {"reason": "history_expired", "last_event_id": "1-1"}
+    ]
+    # Registered in a row, the channels replay as one history, then live: no duplicate.
+    assert [e.id for e in events if e.event != "reset"] == [*kept, live]
 
 
 def status_kb(pid: int, field: str) -> int:
