@@ -363,3 +363,42 @@ async def test_redis_listener_failing_otherwise_logs_and_restarts(
     assert "listener failed at redis://:***@127.0.0.1" in errors[0]
     assert "no_such_option" in errors[0]
     assert "pw-123456" not in caplog.text
+
+
+async def test_redis_listener_drops_malformed_messages_and_goes_on(
+    backend: RedisBackend, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What another program (or older code) publishes on our pub/sub channels in a shape we
+    do not know is dropped with a warning (a bad event) or ignored (a bad count request);
+    delivery and counts go on."""
+    got: list[Message] = []
+    backend.deliver = got.append
+    backend.subscribe("m")
+    assert await backend.ready("m", 5)
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.publish(backend.live_key("m"), "99999999999999-0 not json")
+        client.publish(backend.live_key("m"), "not-an-id {}")
+        client.publish(backend.control_key, "not json")
+        client.publish(backend.control_key, json.dumps({"channel": "m"}))
+    finally:
+        client.close()
+    good = await publish(backend, "m", "good")
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert [(m.data, m.id) for m in got] == [("good", good)]
+    assert "dropped a malformed message on channel 'm'" in caplog.text
+    # The one worker listening (this one) answers: no session here matches.
+    assert await backend.count("m", None) == 0
+    await backend.aclose()
+
+
+async def test_redis_history_after_a_malformed_id_is_incomplete_and_empty(
+    backend: RedisBackend,
+) -> None:
+    await publish(backend, "h", "x")
+    history = await backend.history(["h"], "not-an-id")
+    assert (history.messages, history.complete) == ([], False)
+    await backend.aclose()
