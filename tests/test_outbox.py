@@ -171,3 +171,27 @@ async def test_outbox_batch_call_queues_one_frame() -> None:
     session.close()
     events = await read_all(session)
     assert [(e.event, e.data) for e in events] == [("x", "a"), (None, '{"b":1}')]
+
+
+async def test_outbox_producers_learn_that_the_client_left() -> None:
+    """A client that disconnects cancels the writer (Django raises CancelledError in the
+    response iterator): every producer then returns False instead of queueing for nobody."""
+    session = make_session()
+    session.push("first")
+
+    async def client() -> None:
+        async for _chunk in session.response:
+            pass
+
+    reader = asyncio.ensure_future(client())
+    for _ in range(100):
+        if session.queued == 0:
+            break
+        await asyncio.sleep(0.01)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert session.is_closed
+    assert not session.push("gone")
+    assert not await session.iterate(["gone"])
+    assert not await session.send("gone")
