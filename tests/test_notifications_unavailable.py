@@ -95,3 +95,13 @@ def test_notify_refuses_an_unknown_level_before_writing() -> None:
     with pytest.raises(ValueError, match="level must be one of"):
         notify(alice, "hello", level="shout")
     assert not Notification.objects.exists()
+
+
+def test_a_claim_of_a_sent_row_returns_none_without_publishing() -> None:
+    """``claim`` sends only a never-sent row: one another process sent is left alone (here the
+    backend is down, so reaching it would raise)."""
+    sent_at = timezone.now()
+    notification = Notification.objects.create(title="news", sent_at=sent_at)
+    assert send_notification(notification, claim=True) is None
+    notification.refresh_from_db()
+    assert notification.sent_at == sent_at
