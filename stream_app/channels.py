@@ -13,7 +13,8 @@ Channels named by a ``track_presence`` prefix keep the backend's presence (``has
 
 Event types starting with ``stream_app.`` are reserved for stream_app's own control messages
 between workers (``stream_app.logout``): ``broadcast`` refuses them, and delivery hands them to
-the handler registered with ``on_control``, never to a session.
+the handler registered with ``on_control``, never to a session. This module handles one itself:
+a backend's ``HISTORY_LOST`` becomes one ``reset`` per session, whatever its channels.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from asgiref.sync import async_to_sync
 
 from . import protocol
 from .backends import attach, get_backend
-from .backends.base import BackendUnavailable, Message
+from .backends.base import HISTORY_LOST, BackendUnavailable, Message
 from .filters import compile_filter
 from .logs import log_publish_error
 from .messages import (
@@ -39,7 +40,7 @@ from .messages import (
     build_message,
     validate_channel_name,
 )
-from .replay import Replay, compiled_filter
+from .replay import SUBSCRIBE_TIMEOUT, Replay, compiled_filter, pending
 from .sessions import stats
 from .signals import broadcast_sent
 
@@ -69,7 +70,6 @@ __all__ = [
 logger = logging.getLogger("stream_app")
 
 _registry: dict[str, Channel] = {}
-SUBSCRIBE_TIMEOUT = 2.0
 _control_handlers: dict[str, Callable[[Message], None]] = {}
 # Name prefixes of the channels whose presence the backend keeps (``track_presence``).
 _presence_prefixes: list[str] = []
@@ -124,11 +124,17 @@ class Channel:
     def register(self, session: Session) -> None:
         """Add a session (idempotent); it leaves by itself when its stream ends.
 
-        A session with a ``last_event_id`` first receives what it missed on this channel; use
-        ``subscribe(session, channels)`` to replay several channels as one ordered history.
+        A session with a ``last_event_id`` first receives what it missed on this channel.
+        Channels registered in a row (before the event loop runs the first one's replay)
+        replay as one ordered history, as ``subscribe(session, channels)`` does.
         """
         replay = None
         if session.last_event_id and not self.local and not session.is_closed:
+            joined = pending(session)
+            if joined is not None:
+                if self._add(session):
+                    joined.channels.append(self.name)
+                return
             replay = Replay(session, [self.name], session.last_event_id)
             # Live events wait in the replay's hold until history is queued.
             session.hold = replay.hold
@@ -372,13 +378,13 @@ async def subscribe(
         session.hold = replay.hold
     for channel in channels:
         channel._add(session)
-    # Live delivery first, so that a client told it is subscribed misses nothing published
-    # from then on. A backend that is down does not hold the stream up: its listener
-    # subscribes when it reconnects.
-    backend = get_backend()
-    for name in names:
-        await backend.ready(name, SUBSCRIBE_TIMEOUT)
     if replay is None:
+        # Live delivery first, so that a client told it is subscribed misses nothing published
+        # from then on (a replay waits for it too). A backend that is down does not hold the
+        # stream up: its listener subscribes when it reconnects.
+        backend = get_backend()
+        for name in names:
+            await backend.ready(name, SUBSCRIBE_TIMEOUT)
         if then is not None:
             await then()
         return
@@ -412,5 +418,24 @@ def channel_snapshot() -> dict[str, int]:
     return {name: len(c._sessions) for name, c in _registry.items() if c._sessions}
 
 
+def _history_lost(message: Message) -> None:
+    """A backend's news that events may be lost (``HISTORY_LOST``): a ``reset`` to each
+    session on a named channel, once however many of them it is on."""
+    frame = protocol.encode_data(message.data, "reset")
+    told: set[Session] = set()
+    for channel in list(_registry.values()):
+        for session in list(channel._sessions):
+            if session in told:
+                continue
+            told.add(session)
+            # Behind a replay's hold like any live event (no id: it is never a duplicate).
+            hold = session.hold
+            if hold is not None:
+                hold("", frame)
+            else:
+                session.put(frame)
+
+
 # The channel layer hands the backend its callbacks: backends never import this module.
 attach(deliver, count_local)
+on_control(HISTORY_LOST, _history_lost)

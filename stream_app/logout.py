@@ -41,7 +41,8 @@ from django.utils.crypto import salted_hmac
 
 from .backends import get_backend
 from .backends.base import Backend, BackendUnavailable, Message, NotServingStreams
-from .channels import SUBSCRIBE_TIMEOUT, leave_all, on_control
+from .channels import leave_all, on_control
+from .replay import SUBSCRIBE_TIMEOUT
 
 if TYPE_CHECKING:
     from .sessions import Session

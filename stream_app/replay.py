@@ -1,10 +1,13 @@
 """Replay: what a reconnecting client missed, paged from the backend's history as it drains.
 
 The one replay path, used by ``channels.subscribe`` (and so ``stream_view`` and the generation
-views) and ``Channel.register``. A ``Replay`` runs like this:
+views) and ``Channel.register`` (channels registered in a row join the replay that has not run
+yet: ``pending``). A ``Replay`` runs like this:
 
 1. The session is registered live on its channels *before* history is read, with its ``hold``
-   set: live delivery hands each filtered frame to the replay instead of queueing it.
+   set: live delivery hands each filtered frame to the replay instead of queueing it. History
+   is read once the backend has confirmed those subscriptions (``ready``, at most
+   ``SUBSCRIBE_TIMEOUT`` each: a backend that is down does not hold the stream up).
 2. History is read in pages of at most ``PAGE_SIZE`` events (never more than the session's
    ``max_queue``) after the client's id, filtered with exactly the predicates live delivery
    uses (``filters.cached_filter``), and queued one frame at a time, waiting for room in the
@@ -16,6 +19,8 @@ views) and ``Channel.register``. A ``Replay`` runs like this:
    frames history also has are dropped and paged from history again instead.
 4. History that cannot cover the gap sends one ``reset`` event (``invalid_id``,
    ``history_expired`` or ``history_unavailable``) and the replay goes on with what is left.
+   One per session: a session registered on several channels one by one
+   (``Channel.register``, a replay each) is told once.
 
 ``coverage(session)`` tells later steps (the notifications backlog) what the history covered,
 so nobody reads it a second time.
@@ -40,10 +45,12 @@ from .tasks import spawn
 
 __all__ = [
     "PAGE_SIZE",
+    "SUBSCRIBE_TIMEOUT",
     "Coverage",
     "Replay",
     "compiled_filter",
     "coverage",
+    "pending",
     "reset_frame",
 ]
 
@@ -51,8 +58,14 @@ logger = logging.getLogger("stream_app")
 
 #: Most events read from history at a time (and never more than a session's ``max_queue``).
 PAGE_SIZE = 100
+#: Seconds to wait for the backend to confirm a live subscription before reading history.
+SUBSCRIBE_TIMEOUT = 2.0
 
 _coverages: weakref.WeakKeyDictionary[Session, Coverage] = weakref.WeakKeyDictionary()
+# Sessions a replay has sent its ``reset``: one each, however many replays they have.
+_reset_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+# Replays started but not yet running, by session: more channels may join them.
+_pending: weakref.WeakKeyDictionary[Session, Replay] = weakref.WeakKeyDictionary()
 
 
 def compiled_filter(spec: Any) -> Predicate | None:
@@ -109,6 +122,12 @@ def coverage(session: Session) -> Coverage | None:
     return _coverages.get(session)
 
 
+def pending(session: Session) -> Replay | None:
+    """The session's replay that is started but has not read history yet, if any: a channel
+    added to its ``channels`` now is replayed with the others, as one ordered history."""
+    return _pending.get(session)
+
+
 class Replay:
     """Pages the history of ``channels`` after ``after`` (None: from the start) into ``session``.
 
@@ -126,7 +145,6 @@ class Replay:
         # The last id history gave (delivered or filtered out): held frames up to it are dupes.
         self.cursor: tuple[int, ...] | None = None
         self.coverage = Coverage(after)
-        self.reset_sent = False
         # Resolved when the replay first waits for the client, or ends: see ``start``.
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -168,11 +186,14 @@ class Replay:
         ``then`` runs after ``settled`` (its caller may be gone): its failure is logged and
         closes the session.
         """
+        _pending[self.session] = self
         return spawn(self.run(then))
 
     async def run(self, then: Callable[[], Awaitable[object]] | None = None) -> None:
         """Replay, run ``then``, and hand over to live delivery (see the module docstring)."""
         session = self.session
+        if _pending.get(session) is self:
+            del _pending[session]
         session.hold = self.hold
         try:
             await self._replay()
@@ -201,9 +222,14 @@ class Replay:
 
     async def _replay(self) -> None:
         after = self.after
-        if after is not None and not get_backend().valid_id(after):
+        backend = get_backend()
+        if after is not None and not backend.valid_id(after):
             self._reset("invalid_id")
             return
+        # Live first: an event published before the subscription is confirmed and after
+        # history is read would be in neither.
+        for name in self.channels:
+            await backend.ready(name, SUBSCRIBE_TIMEOUT)
         try:
             await self._pages(after)
         except asyncio.CancelledError:
@@ -213,8 +239,8 @@ class Replay:
             self._reset("history_unavailable")
 
     def _reset(self, reason: str) -> None:
-        if not self.reset_sent:
-            self.reset_sent = True
+        if self.session not in _reset_sessions:
+            _reset_sessions.add(self.session)
             self.session.put(reset_frame(self.after or "", reason))
 
     async def _room(self) -> bool:

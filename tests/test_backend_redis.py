@@ -241,6 +241,50 @@ async def test_redis_change_of_server_makes_crossing_what_it_may_have_lost_a_res
     await backend.aclose()
 
 
+async def test_redis_change_of_server_is_one_reset_per_live_session(
+    backend: RedisBackend, redis_server: RedisServer
+) -> None:
+    """A session that stays connected across a change of server learns of what may be lost
+    once, whatever the number of its channels, then receives the new server's events."""
+    first, second = get_channel("lost-a"), get_channel("lost-b")
+    session = Session(factory.get("/sse/"), retry=None, keep_alive=None, state={})
+    await subscribe(session, [first, second])
+    delivered = await first.abroadcast("before")
+    for _ in range(500):
+        if session.queued:
+            break
+        await asyncio.sleep(0.02)
+    assert session.queued == 1
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.set(f"{backend.prefix}:primary", "a-server-that-is-gone")
+        # The listener's new connection notes the change, and the listener the hole.
+        client.client_kill_filter(_type="pubsub")
+    finally:
+        client.close()
+    for _ in range(500):
+        if backend.reconnects and backend.connected:
+            break
+        await asyncio.sleep(0.02)
+    assert backend.reconnects >= 1
+    assert backend.connected
+    after = await second.abroadcast("after")
+    events: list[protocol.Event] = []
+    async with asyncio.timeout(10):
+        async for chunk in session.response:
+            events.extend(protocol.decode(chunk))
+            if events[-1].id == after:
+                session.close()
+    lost = {"reason": "history_lost", "last_event_id": delivered}
+    seen = [(e.event, json.loads(e.data or "") if e.event else e.data) for e in events]
+    assert seen == [
+        (None, "before"),
+        ("reset", lost),
+        (None, "after"),
+    ]
+    await backend.aclose()
+
+
 async def test_redis_publish_burst_waits_for_the_bounded_pool(redis_server: RedisServer) -> None:
     """More concurrent publishes than REDIS_MAX_CONNECTIONS: each waits for a connection (no
     "too many connections" error) and Redis never sees more than the cap from the pool."""
@@ -319,3 +363,42 @@ async def test_redis_listener_failing_otherwise_logs_and_restarts(
     assert "listener failed at redis://:***@127.0.0.1" in errors[0]
     assert "no_such_option" in errors[0]
     assert "pw-123456" not in caplog.text
+
+
+async def test_redis_listener_drops_malformed_messages_and_goes_on(
+    backend: RedisBackend, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What another program (or older code) publishes on our pub/sub channels in a shape we
+    do not know is dropped with a warning (a bad event) or ignored (a bad count request);
+    delivery and counts go on."""
+    got: list[Message] = []
+    backend.deliver = got.append
+    backend.subscribe("m")
+    assert await backend.ready("m", 5)
+    client = redis.Redis(port=redis_server.port)
+    try:
+        client.publish(backend.live_key("m"), "99999999999999-0 not json")
+        client.publish(backend.live_key("m"), "not-an-id {}")
+        client.publish(backend.control_key, "not json")
+        client.publish(backend.control_key, json.dumps({"channel": "m"}))
+    finally:
+        client.close()
+    good = await publish(backend, "m", "good")
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert [(m.data, m.id) for m in got] == [("good", good)]
+    assert "dropped a malformed message on channel 'm'" in caplog.text
+    # The one worker listening (this one) answers: no session here matches.
+    assert await backend.count("m", None) == 0
+    await backend.aclose()
+
+
+async def test_redis_history_after_a_malformed_id_is_incomplete_and_empty(
+    backend: RedisBackend,
+) -> None:
+    await publish(backend, "h", "x")
+    history = await backend.history(["h"], "not-an-id")
+    assert (history.messages, history.complete) == ([], False)
+    await backend.aclose()

@@ -228,13 +228,12 @@ async def test_redis_sentinel_failover_is_followed_and_losses_show_as_reset(
         ids = [e.id for e in got if e.event != "reset"]
         assert ids == replicated + unreplicated + after
         resets = [e for e in got if e.event == "reset"]
-        # One per channel of the stream (the backend delivers per channel).
-        channels = {"alpha", *settings.STREAM_APP["DEFAULT_CHANNELS"]}
+        # One for the stream, though it is on several channels (alpha and the defaults).
+        assert len({"alpha", *settings.STREAM_APP["DEFAULT_CHANNELS"]}) > 1
         assert [json.loads(e.data or "") for e in resets] == [
             {"reason": "history_lost", "last_event_id": unreplicated[-1]}
-        ] * len(channels)
-        first = len(replicated + unreplicated)
-        assert [e.event for e in got[first : first + len(channels)]] == ["reset"] * len(channels)
+        ]
+        assert got[len(replicated + unreplicated)].event == "reset"
 
         # Resuming from before the hole, or inside it: a reset, then what still exists.
         for position, expected in (

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import AsyncRequestFactory, override_settings
 
 from stream_app import protocol
-from stream_app.backends import get_backend
-from stream_app.channels import get_channel, subscribe
+from stream_app.backends import get_backend, reset_backend
+from stream_app.backends.base import Message
+from stream_app.backends.redis import RedisBackend
+from stream_app.channels import create_channel, deliver, get_channel, subscribe
 from stream_app.protocol import Event
 from stream_app.replay import coverage
 from stream_app.sessions import Session
 from stream_app.testing import EventStream
-from tests.conftest import Server
+from tests.conftest import RedisServer, Server
 
 TOKEN = {"Authorization": "Bearer test-token"}
 MAX_QUEUE = 50
@@ -91,6 +95,180 @@ async def test_replay_coverage_tells_what_history_gave() -> None:
     assert not any(covered.covers("cover-trimmed", i) for i in lost)
     assert not covered.covers("cover-other", replayed)
     assert not covered.covers("cover-kept", "not-an-id")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def in_process_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The memory backend, or the Redis backend on the session's private Redis, in this
+    process; its name."""
+    options: dict[str, Any] = {}
+    if request.param == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        if redis_server.proc is None:
+            redis_server.start()
+        options = {
+            "BACKEND": "stream_app.backends.redis.RedisBackend",
+            "REDIS_URL": redis_server.url,
+            "KEY_PREFIX": f"replay{time.monotonic_ns()}",
+        }
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        yield request.param
+        backend = get_backend()
+        if isinstance(backend, RedisBackend):
+            async_to_sync(backend.aclose)()
+    reset_backend()
+
+
+async def read_events(session: Session, count: int) -> list[Event]:
+    """The first ``count`` events the session's writer sends (then the session ends)."""
+    events: list[Event] = []
+    async with asyncio.timeout(10):
+        async for chunk in session.response:
+            events.extend(protocol.decode(chunk))
+            if len(events) >= count:
+                session.close()
+    return events
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-a-row", "after-the-first-replay"])
+async def test_replay_resets_once_per_session_registered_on_several_channels(
+    in_process_backend: str, late: bool
+) -> None:
+    """A position history cannot cover (older than the retained history) is one ``reset``
+    for the session, not one per channel ``Channel.register`` replays."""
+    first, second = get_channel("once-a"), get_channel("once-b")
+    kept = [await first.abroadcast("a"), await second.abroadcast("b")]
+    request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": "1-1"})
+    session = Session(request, retry=None, keep_alive=None)
+    first.register(session)
+    if late:
+        # The first channel's replay has queued its reset and history: the second's is
+        # another replay.
+        for _ in range(500):
+            if session.queued == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert session.queued == 2
+    second.register(session)
+    # Whatever arrives after the two histories and one reset: one more event than expected.
+    live = await first.abroadcast("live")
+    events = await read_events(session, 4)
+    resets = [e for e in events if e.event == "reset"]
+    assert [json.loads(e.data or "") for e in resets] == [
+        {"reason": "history_expired", "last_event_id": "1-1"}
+    ]
+    # Registered in a row, the channels replay as one history, then live: no duplicate.
+    assert [e.id for e in events if e.event != "reset"] == [*kept, live]
+
+
+def resuming(after: str, **kw: Any) -> Session:
+    """A session of a client that resumes after ``after``."""
+    request = AsyncRequestFactory().get("/sse/", headers={"Last-Event-ID": after})
+    return Session(request, retry=None, keep_alive=None, **kw)
+
+
+async def test_replay_skips_a_live_event_that_history_already_gave() -> None:
+    """On Redis the listener can deliver an event in flight while history was read, after the
+    hand-over: it is skipped, and the first newer one goes through."""
+    reset_backend()
+    try:
+        channel = get_channel("in-flight")
+        mark = await channel.abroadcast("mark")
+        replayed = await channel.abroadcast("replayed")
+        session = resuming(mark)
+        await subscribe(session, [channel])
+        # What the listener would deliver late: the same event, same id (and ids arrive in
+        # order: the first newer one ends the check).
+        deliver(Message("in-flight", "replayed", id=replayed))
+        live = await channel.abroadcast("live")
+        events = await read_events(session, 2)
+        assert [(e.data, e.id) for e in events] == [("replayed", replayed), ("live", live)]
+    finally:
+        reset_backend()
+
+
+async def test_replay_failing_then_step_ends_the_stream(caplog: pytest.LogCaptureFixture) -> None:
+    """A ``then`` step (connect hooks) that fails after history was queued is logged and
+    closes the session: the client reconnects rather than miss what the step would send."""
+    reset_backend()
+    try:
+        channel = get_channel("then-fails")
+        mark = await channel.abroadcast("mark")
+        await channel.abroadcast("replayed")
+
+        async def failing() -> None:
+            raise RuntimeError("hook broke")
+
+        session = resuming(mark)
+        await subscribe(session, [channel], then=failing)
+        events: list[Event] = []
+        async with asyncio.timeout(5):
+            # The stream ends after what was queued (without the live hand-over).
+            async for chunk in session.response:
+                events.extend(protocol.decode(chunk))
+        assert [e.data for e in events] == ["replayed"]
+        assert session.is_closed
+        assert "a step after replay failed" in caplog.text
+        assert "hook broke" in caplog.text
+    finally:
+        reset_backend()
+
+
+async def test_replay_without_history_resets_and_goes_on_live(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down while a client resumes: one ``history_unavailable`` reset, then live events
+    once Redis is back (the listener subscribes when it reconnects)."""
+    options = {
+        "BACKEND": "stream_app.backends.redis.RedisBackend",
+        "REDIS_URL": private_redis.url,
+        "KEY_PREFIX": f"down{time.monotonic_ns()}",
+    }
+    with override_settings(STREAM_APP=options):
+        reset_backend()
+        try:
+            channel = get_channel("down")
+            mark = await channel.abroadcast("mark")
+            private_redis.stop()
+            session = resuming(mark)
+            await subscribe(session, [channel])
+            private_redis.start()
+            backend = get_backend()
+            assert await backend.ready("down", 10)
+            live = await channel.abroadcast("live")
+            events = await read_events(session, 2)
+            assert [e.event for e in events] == ["reset", None]
+            assert json.loads(events[0].data or "")["reason"] == "history_unavailable"
+            assert (events[1].data, events[1].id) == ("live", live)
+            assert "replay failed; the session continues live" in caplog.text
+            await backend.aclose()
+        finally:
+            reset_backend()
+
+
+async def test_replay_hold_full_of_process_local_events_ends_a_slow_consumer() -> None:
+    """Live events held while history is read are dropped past ``max_queue`` only when
+    history has them: a hold full of events of a process-local channel (no history) ends
+    the session as a slow consumer would, instead of losing them or growing without bound."""
+    reset_backend()
+    try:
+        named, local = get_channel("hold-named"), create_channel()
+        mark = await named.abroadcast("mark")
+        for i in range(10):
+            await named.abroadcast(i)
+        session = resuming(mark, max_queue=4)
+        # Returns once the replay waits for the client to drain its full queue.
+        await subscribe(session, [named, local])
+        assert session.queued == 4
+        for i in range(4):
+            local.broadcast(f"local {i}")
+        assert not session.is_closed
+        local.broadcast("one too many")
+        assert session.is_closed
+        assert session.close_reason == "slow_consumer"
+    finally:
+        reset_backend()
 
 
 def status_kb(pid: int, field: str) -> int:

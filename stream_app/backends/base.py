@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "HISTORY_LOST",
     "MAX_ID_PART",
     "WORKER",
     "Backend",
@@ -37,6 +38,12 @@ class NotServingStreams(BackendUnavailable):
     """A process-local backend was asked to publish where no stream is served (a management
     command, a shell, a cron job, a task worker): nobody could receive it; nothing was published.
     """
+
+
+#: The type of the control message a backend delivers once (to no channel) when history its
+#: process listened to may have been lost (a change of Redis server): its data is the body of
+#: the ``reset`` event the channel layer then sends once to each session.
+HISTORY_LOST = "stream_app.history_lost"
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ import redis.asyncio as aredis
 
 from ...redact import redact
 from ...tasks import spawn
-from ..base import Message, id_key, in_id_order
+from ..base import HISTORY_LOST, Message, id_key, in_id_order
 from .scripts import crosses_hole
 
 if TYPE_CHECKING:
@@ -238,13 +238,13 @@ class Listener:
 
     def _lost(self) -> None:
         """Redis changed server and the new one lacks events after the last one delivered
-        here (``scripts``): tell every session, which cannot get them back, with a ``reset``."""
+        here (``scripts``): tell every session, which cannot get them back, with one ``reset``
+        (``HISTORY_LOST``)."""
         logger.warning(
             "stream_app: Redis changed server; events after %s may be lost", self.last_id
         )
         body = json.dumps({"reason": "history_lost", "last_event_id": self.last_id})
-        for channel in list(self.wanted):
-            self.backend.deliver(Message(channel, body, "reset"))
+        self.backend.deliver(Message("", body, HISTORY_LOST))
 
     async def _read(self, pubsub: aredis.client.PubSub) -> None:
         loop = asyncio.get_running_loop()
