@@ -431,7 +431,7 @@ def _history_lost(message: Message) -> None:
             # Behind a replay's hold like any live event (no id: it is never a duplicate).
             hold = session.hold
             if hold is not None:
-                hold("", frame)
+                hold("", frame, False)
             else:
                 session.put(frame)
 
