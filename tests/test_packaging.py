@@ -37,7 +37,7 @@ from tests.conftest import ROOT
 from tests.wheels import make_venv, scratch_folder, site_packages_kb
 
 # The first test waits for every virtualenv (a minute or two, more on a busy machine).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.timeout(900)]
 
 OUTPUT = Path(os.environ.get("STREAM_TEST_OUTPUT", ROOT / "test-output"))
 SIZES = OUTPUT / "install-sizes.json"

@@ -135,7 +135,9 @@ async def _open_with_client(
     if not response.is_async:  # type: ignore[attr-defined]
         if reader.is_event_stream and method.upper() != "HEAD":
             reader.refuse_events(SYNC_ITERATOR)
-            return None, response.close
+            # close() sends request_finished, whose receivers use the database: not in the loop.
+            await sync_to_async(response.close)()
+            return None, _nothing
         content = await sync_to_async(b"".join)(response.streaming_content)  # type: ignore[attr-defined]
         reader.queue.put_nowait(content)
         reader.queue.put_nowait(END)
