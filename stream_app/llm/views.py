@@ -211,7 +211,7 @@ async def generation_cancel_view(request: HttpRequest, generation_id: str) -> Ht
                 return JsonResponse({"status": "cancelling"}, status=202)
         if info.finished or info.orphaned:
             return _error(409, "already_finished", "the generation has finished")
-        # The producer runs on another worker: it polls its channel for this event.
+        # The producer runs on another worker: its observer of the channel hears this event.
         await get_channel(channel_name(generation_id)).abroadcast(
             {"reason": "user"}, "cancel", filter={"owner": owner}
         )
