@@ -100,7 +100,9 @@ async def test_memory_unencodable_publish_is_refused_and_never_recorded() -> Non
         channel.broadcast({"text": "\udfff"})
 
 
-@override_settings(STREAM_APP={"HISTORY_TTL": 0.2})
+# 1,200 publishes must finish within the TTL before the sleep: 2 s, not 0.2 (they took over
+# 0.2 s on a loaded machine, and the rings began to expire during the loop).
+@override_settings(STREAM_APP={"HISTORY_TTL": 2.0})
 async def test_memory_drops_idle_unsubscribed_channels_after_history_ttl() -> None:
     backend = get_backend()
     assert isinstance(backend, MemoryBackend)
@@ -112,7 +114,7 @@ async def test_memory_drops_idle_unsubscribed_channels_after_history_ttl() -> No
         for n in range(6):
             await get_channel(f"generation:{chat}").abroadcast(n)
     assert len(backend._rings) == 201
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(2.1)
     await get_channel("fresh").abroadcast("first")
     # The work of one publish is bounded: what is left goes with the next publishes.
     assert len(backend._rings) >= 202 - PRUNE_BATCH
